@@ -1,0 +1,19 @@
+//! ringmaster: a thread-per-core load balancer for TLS services on io_uring.
+//!
+//! A virtual service listens on an address and spreads connections over real servers in one of
+//! three modes: passthrough (TCP relay, TLS untouched), offload (TLS ends here) and reencrypt (TLS
+//! ends here, new TLS to the server). See `DESIGN.md` for the architecture; module map:
+//!
+//! - [`config`]: TOML → validated [`config::Config`], with every error located and explained.
+//! - [`runtime`]: pinned worker threads, signals, graceful shutdown.
+//! - [`net`]: the only code that touches io_uring and socket options.
+//! - [`proxy`]: serving a connection: mode dispatch, failover, the relay.
+//! - [`balance`]: schedulers.
+
+#![warn(missing_docs)]
+
+pub mod balance;
+pub mod config;
+pub mod net;
+pub mod proxy;
+pub mod runtime;

@@ -1,0 +1,17 @@
+//! Everything that touches io_uring (tokio-uring) and socket options (socket2) lives here, so that
+//! swapping the io_uring runtime touches only this folder.
+//!
+//! - [`ring`]: one tokio-uring runtime per worker thread, created with `COOP_TASKRUN` and
+//!   `SINGLE_ISSUER`.
+//! - [`affinity`]: the CPUs this process may run on, and pinning a thread to one of them.
+//! - [`listener`]: `SO_REUSEPORT` listeners with an explicit backlog.
+//! - [`connect`]: backend connects bounded by a timeout without leaking an in-flight operation.
+//! - [`stream`]: the TCP stream type the proxy reads and writes with owned buffers.
+
+pub mod affinity;
+pub mod connect;
+pub mod listener;
+pub mod ring;
+pub mod stream;
+
+pub use stream::TcpStream;
