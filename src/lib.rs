@@ -17,3 +17,4 @@ pub mod config;
 pub mod net;
 pub mod proxy;
 pub mod runtime;
+pub mod tls;

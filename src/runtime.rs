@@ -15,12 +15,13 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tokio::sync::watch;
 
-use crate::config::{Config, Service, Workers};
+use crate::config::{Config, Workers};
 use crate::net::affinity;
 use crate::net::listener::Listener;
 use crate::net::ring::{self, RingFlags};
 use crate::proxy::registry::Registry;
-use crate::proxy::ServiceState;
+use crate::proxy::{ServiceState, SharedService};
+use crate::tls::client::Verify;
 
 mod accept;
 
@@ -45,6 +46,14 @@ pub enum RuntimeError {
         /// The OS error.
         source: io::Error,
     },
+    /// A TLS configuration could not be built.
+    #[error("service {service}: TLS setup failed: {message}")]
+    Tls {
+        /// The service.
+        service: String,
+        /// What rustls said.
+        message: String,
+    },
     /// A worker failed while starting (ring creation, listener bind).
     #[error("worker {worker}: {message}")]
     Worker {
@@ -65,6 +74,27 @@ pub fn worker_cpus(workers: &Workers, allowed: &[usize]) -> Vec<usize> {
     (0..count).map(|i| allowed[i % allowed.len()]).collect()
 }
 
+/// Builds what all workers share: per service its config, TLS setup and EP monitor, with one
+/// ticketer for every TLS service so that a ticket resumes on any core.
+fn shared_services(config: &Config) -> Result<Vec<Arc<SharedService>>, RuntimeError> {
+    let ticketer = crate::tls::server::shared_ticketer().map_err(|e| RuntimeError::Tls {
+        service: "*".into(),
+        message: e.to_string(),
+    })?;
+    config
+        .services
+        .iter()
+        .map(|s| {
+            SharedService::new(Arc::new(s.clone()), &ticketer)
+                .map(Arc::new)
+                .map_err(|e| RuntimeError::Tls {
+                    service: s.name.clone(),
+                    message: e.to_string(),
+                })
+        })
+        .collect()
+}
+
 /// Runs the proxy until SIGTERM/SIGINT and the drain that follows.
 pub fn run(config: Config) -> Result<(), RuntimeError> {
     // Handlers first: a signal during start-up must drain, not kill.
@@ -78,8 +108,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             "more workers than allowed CPUs: some CPUs run two workers"
         );
     }
-    let services: Arc<Vec<Arc<Service>>> =
-        Arc::new(config.services.iter().cloned().map(Arc::new).collect());
+    let services = Arc::new(shared_services(&config)?);
     let drain_timeout = config.global.drain_timeout;
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<RingFlags, String>>();
@@ -122,8 +151,14 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         }
         return Err(err);
     }
-    for s in services.iter() {
+    for s in services.iter().map(|s| &s.config) {
         tracing::info!(service = %s.name, listen = %s.listen, mode = %s.mode, servers = s.servers.len(), "service listening");
+        if s.backend_tls
+            .as_ref()
+            .is_some_and(|b| matches!(b.verify, Verify::None))
+        {
+            tracing::warn!(service = %s.name, "backend_tls verify = \"none\": servers' certificates are NOT verified; anyone on the path to them can read and change the traffic");
+        }
     }
     tracing::info!(workers = cpus.len(), ?cpus, "ringmaster ready");
 
@@ -159,7 +194,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
 fn worker_thread(
     worker: usize,
     cpu: usize,
-    services: Arc<Vec<Arc<Service>>>,
+    services: Arc<Vec<Arc<SharedService>>>,
     stop_rx: watch::Receiver<bool>,
     ready_tx: mpsc::Sender<Result<RingFlags, String>>,
     drain_timeout: Duration,
@@ -186,19 +221,35 @@ fn worker_thread(
 
 async fn worker_main(
     worker: usize,
-    services: Arc<Vec<Arc<Service>>>,
+    services: Arc<Vec<Arc<SharedService>>>,
     mut stop_rx: watch::Receiver<bool>,
     ready_tx: mpsc::Sender<Result<RingFlags, String>>,
     flags: RingFlags,
     drain_timeout: Duration,
 ) {
     let mut listeners = Vec::with_capacity(services.len());
-    for service in services.iter() {
-        match Listener::bind(service.listen, service.backlog) {
-            Ok(l) => listeners.push((l, service.clone())),
+    for shared in services.iter() {
+        let service = &shared.config;
+        let state = match ServiceState::new(shared.clone()) {
+            Ok(state) => state,
             Err(e) => {
                 let _ = ready_tx.send(Err(format!(
-                    "cannot listen on {} for service {}: {e}",
+                    "service {}: TLS setup failed: {e}",
+                    service.name
+                )));
+                return;
+            }
+        };
+        match Listener::bind(service.listen, service.backlog) {
+            Ok(l) => listeners.push((l, Rc::new(state))),
+            Err(e) => {
+                let hint = if e.kind() == io::ErrorKind::AddrInUse {
+                    " (another process listens there: stop it or change `listen`)"
+                } else {
+                    ""
+                };
+                let _ = ready_tx.send(Err(format!(
+                    "cannot listen on {} for service {}: {e}{hint}",
                     service.listen, service.name
                 )));
                 return;
@@ -211,16 +262,15 @@ async fn worker_main(
     let registry = Rc::new(Registry::new());
     let shortest_idle = services
         .iter()
-        .map(|s| s.idle_timeout)
+        .map(|s| s.config.idle_timeout)
         .min()
         .unwrap_or(Duration::from_secs(1));
     let sweeper = ring::spawn(registry.clone().run_sweeper(shortest_idle));
 
     let mut stoppers = Vec::with_capacity(listeners.len());
     let mut loops = Vec::with_capacity(listeners.len());
-    for (listener, service) in listeners {
+    for (listener, state) in listeners {
         stoppers.push(listener.stopper());
-        let state = Rc::new(ServiceState::new(service));
         loops.push(ring::spawn(accept::accept_loop(
             worker,
             listener,

@@ -1,10 +1,14 @@
 //! Serving one accepted connection: mode dispatch, server choice with failover, and the relay.
 //!
 //! - [`passthrough`]: TCP relay, TLS untouched.
+//! - [`offload`]: TLS from the client, plain TCP to the server.
+//! - [`reencrypt`]: TLS from the client, new TLS to the server, ALPN passed through.
 //! - [`relay`]: the bidirectional copy shared by every mode.
 //! - [`registry`]: per-core connection registry, idle timeouts and drain accounting.
 
+pub mod offload;
 pub mod passthrough;
+pub mod reencrypt;
 pub mod registry;
 pub mod relay;
 
@@ -13,27 +17,88 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use rustls::server::ProducesTickets;
+use rustls::{ClientConfig, ServerConfig};
+
 use crate::balance::SmoothRoundRobin;
 use crate::config::{Mode, Service};
 use crate::net::TcpStream;
-use registry::Registry;
+use crate::tls::ep_monitor::EpMonitor;
+use crate::tls::{client, server, TlsSetupError};
+use registry::{ConnGuard, Registry};
 
-/// One service as seen by one worker: its configuration and this core's scheduler state.
-pub struct ServiceState {
-    /// The validated service configuration, shared by all workers.
+/// What all workers share about one service: its config, its TLS setup and EP monitor.
+pub struct SharedService {
+    /// The validated configuration.
     pub config: Arc<Service>,
+    /// Client-facing TLS (offload, reencrypt), without a session cache of its own.
+    pub front_tls: Option<ServerConfig>,
+    /// Extended Protection monitor (reencrypt with `extended_protection = true`).
+    pub ep: Option<Arc<EpMonitor>>,
+}
+
+impl SharedService {
+    /// Builds the shared part of `config`; TLS services use `ticketer` for their tickets.
+    pub fn new(
+        config: Arc<Service>,
+        ticketer: &Arc<dyn ProducesTickets>,
+    ) -> Result<Self, TlsSetupError> {
+        let front_tls = match &config.tls {
+            Some(tls) => Some(server::service_config(&tls.certificates, ticketer.clone())?),
+            None => None,
+        };
+        let ep = match (&config.tls, config.mode, config.extended_protection) {
+            (Some(tls), Mode::Reencrypt, true) => Some(Arc::new(EpMonitor::new(
+                &config,
+                tls.certificates[0].end_entity(),
+            )?)),
+            _ => None,
+        };
+        Ok(Self {
+            config,
+            front_tls,
+            ep,
+        })
+    }
+}
+
+/// One service as seen by one worker: shared parts plus this core's scheduler and TLS caches.
+pub struct ServiceState {
+    /// What all workers share.
+    pub shared: Arc<SharedService>,
     /// This worker's round-robin position.
     pub scheduler: RefCell<SmoothRoundRobin>,
+    /// This worker's server config (own session cache, shared ticketer).
+    pub front_tls: Option<Arc<ServerConfig>>,
+    /// This worker's client config per server (own resumption cache each), for reencrypt.
+    pub backend_tls: Vec<Arc<ClientConfig>>,
 }
 
 impl ServiceState {
-    /// Per-worker state for `config`.
-    pub fn new(config: Arc<Service>) -> Self {
+    /// Per-worker state for a service.
+    pub fn new(shared: Arc<SharedService>) -> Result<Self, TlsSetupError> {
+        let config = &shared.config;
         let scheduler = SmoothRoundRobin::new(config.servers.iter().map(|s| s.weight.get()));
-        Self {
-            config,
+        let front_tls = shared.front_tls.as_ref().map(server::for_worker);
+        let backend_tls = match &config.backend_tls {
+            Some(b) if config.mode == Mode::Reencrypt => config
+                .servers
+                .iter()
+                .map(|_| client::for_server(&b.verify))
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => Vec::new(),
+        };
+        Ok(Self {
             scheduler: RefCell::new(scheduler),
-        }
+            front_tls,
+            backend_tls,
+            shared,
+        })
+    }
+
+    /// The validated configuration of this service.
+    pub fn config(&self) -> &Service {
+        &self.shared.config
     }
 }
 
@@ -44,12 +109,33 @@ pub async fn serve(
     service: Rc<ServiceState>,
     registry: Rc<Registry>,
 ) {
-    match service.config.mode {
-        Mode::Passthrough => passthrough::serve(client, peer, &service, &registry).await,
-        // The config refuses these modes until TLS support lands; refuse here too rather than
-        // relaying TLS bytes as if they were plain.
-        Mode::Offload | Mode::Reencrypt => {
-            tracing::error!(service = %service.config.name, mode = %service.config.mode, "mode not supported; closing client");
-        }
+    // Registered from the start, so a client that never sends its ClientHello is timed out too.
+    let guard = registry.register([client.raw_fd(), -1], service.config().idle_timeout);
+    match service.config().mode {
+        Mode::Passthrough => passthrough::serve(client, peer, &service, &guard).await,
+        Mode::Offload => offload::serve(client, peer, &service, &guard).await,
+        Mode::Reencrypt => reencrypt::serve(client, peer, &service, &guard).await,
     }
+}
+
+/// Logs how a relayed connection ended (debug level; the access log comes with the admin work).
+pub(crate) fn log_close(
+    service: &ServiceState,
+    peer: SocketAddr,
+    server: SocketAddr,
+    guard: &ConnGuard,
+    outcome: &relay::RelayOutcome,
+    started: std::time::Instant,
+) {
+    let ended = match &outcome.error {
+        _ if guard.activity().timed_out() => "idle timeout".to_string(),
+        None => "closed".to_string(),
+        Some((side, e)) => format!("{side} error: {e}"),
+    };
+    tracing::debug!(
+        service = %service.config().name, client = %peer, server = %server,
+        bytes_in = outcome.client_to_server, bytes_out = outcome.server_to_client,
+        duration_ms = started.elapsed().as_millis() as u64, ended = %ended,
+        "connection closed"
+    );
 }

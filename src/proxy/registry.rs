@@ -197,6 +197,12 @@ impl ConnGuard {
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
+
+    /// Records the server socket once connected, so an idle timeout or a drain shuts it too.
+    pub fn set_server_fd(&self, fd: RawFd) {
+        let [client, _] = self.activity.fds.get();
+        self.activity.fds.set([client, fd]);
+    }
 }
 
 impl Drop for ConnGuard {

@@ -1,0 +1,20 @@
+//! TLS on rustls: the engine that drives sessions over io_uring owned buffers, configuration
+//! builders for both sides, certificate loading, and Extended Protection (RFC 5929).
+//!
+//! - [`stream`]: a TLS session over a socket, one end of a relay.
+//! - [`accept`]: reading the ClientHello first (SNI, ALPN) before answering it.
+//! - [`server`]: client-facing config, SNI certificate choice, session cache and shared ticketer.
+//! - [`client`]: server-facing config, certificate verification, resumption per server.
+//! - [`certs`]: PEM loading with errors that name the file.
+//! - [`channel_binding`]: the `tls-server-end-point` hash.
+//! - [`ep_monitor`]: comparing servers' certificates with the service's at run time.
+
+pub mod accept;
+pub mod certs;
+pub mod channel_binding;
+pub mod client;
+pub mod ep_monitor;
+pub mod server;
+pub mod stream;
+
+pub use server::TlsSetupError;

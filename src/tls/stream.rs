@@ -1,0 +1,277 @@
+//! rustls driven over io_uring owned buffers: one TLS end of a relay.
+//!
+//! The rules learned the hard way on this machine (DESIGN.md), and where each is honoured:
+//! 1. plaintext that arrived with the handshake is returned before the next socket read
+//!    ([`TlsStream::read`] always drains `reader()` first);
+//! 2. `read_tls` on an empty slice means EOF, so it is called with one only after a real 0-byte read;
+//! 3. `read_tls` refuses more input while 16 KiB of plaintext is undrained: ciphertext is kept in
+//!    `rx` and fed only after the plaintext was handed out;
+//! 4. `writer().write()` is partial once 64 KiB of TLS output is queued: [`TlsStream::write_all`]
+//!    flushes and retries, which is the back-pressure;
+//! 5. both pumps of a relay may produce records on one socket (alerts, tickets, KeyUpdate): socket
+//!    writes go through one flusher at a time, and the flusher loops until nothing is queued, so a
+//!    reader never waits on a writer;
+//! 6. tokio-uring reads from index 0 of a buffer: `rx` keeps a `start..end` window instead of
+//!    appending;
+//! 7. close: `send_close_notify`, flush, `shutdown(Write)`; ENOTCONN/EPIPE/ECONNRESET are normal.
+
+use std::cell::{Cell, RefCell};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use rustls::Connection;
+use tokio::sync::Notify;
+
+use crate::net::TcpStream;
+use crate::proxy::relay::{is_benign_close_error, Endpoint};
+
+/// First size of the ciphertext receive buffer; an idle connection holds this much.
+pub const RX_INITIAL: usize = 4 * 1024;
+/// Largest ciphertext receive buffer: four full TLS records per socket read.
+pub const RX_MAX: usize = 4 * (16 * 1024 + 256);
+/// Ciphertext send buffer kept between flushes; larger bursts grow it temporarily.
+pub const TX_INITIAL: usize = 4 * 1024;
+
+/// Received ciphertext not yet handed to rustls.
+struct RxBuf {
+    buf: Option<Vec<u8>>,
+    start: usize,
+    eof: bool,
+}
+
+/// One TLS session over one TCP socket, usable by both pumps of a relay at once.
+pub struct TlsStream {
+    tcp: TcpStream,
+    conn: RefCell<Connection>,
+    rx: RefCell<RxBuf>,
+    tx: RefCell<Option<Vec<u8>>>,
+    flushing: Cell<bool>,
+    flushed: Notify,
+}
+
+impl TlsStream {
+    /// Wraps a socket and a fresh rustls connection; `leftover` is ciphertext already read from the
+    /// socket that rustls has not consumed (after a ClientHello peek).
+    pub fn new(tcp: TcpStream, conn: Connection, leftover: Option<(Vec<u8>, usize)>) -> Self {
+        let (buf, start) = leftover.unwrap_or_else(|| (Vec::with_capacity(RX_INITIAL), 0));
+        Self {
+            tcp,
+            conn: RefCell::new(conn),
+            rx: RefCell::new(RxBuf {
+                buf: Some(buf),
+                start,
+                eof: false,
+            }),
+            tx: RefCell::new(Some(Vec::with_capacity(TX_INITIAL))),
+            flushing: Cell::new(false),
+            flushed: Notify::new(),
+        }
+    }
+
+    /// The underlying socket.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// Runs `f` with the rustls connection (for ALPN, certificates, versions once handshaken).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.conn.borrow())
+    }
+
+    /// Completes the handshake. A failure sends rustls' alert (best effort) and returns the error.
+    pub async fn handshake(&self) -> io::Result<()> {
+        loop {
+            if self.conn.borrow().wants_write() {
+                self.flush().await?;
+            }
+            if !self.conn.borrow().is_handshaking() {
+                return Ok(());
+            }
+            if !self.fill_and_process().await? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "peer closed the connection during the TLS handshake",
+                ));
+            }
+        }
+    }
+
+    /// Feeds buffered ciphertext to rustls, reading the socket first if none is buffered.
+    /// Returns false on EOF with nothing left to feed.
+    async fn fill_and_process(&self) -> io::Result<bool> {
+        let need_read = {
+            let rx = self.rx.borrow();
+            let len = rx.buf.as_ref().map_or(0, Vec::len);
+            rx.start >= len && !rx.eof
+        };
+        if need_read {
+            let buf = self.rx.borrow_mut().buf.take().unwrap_or_default();
+            let (res, mut buf) = self.tcp.read(buf).await;
+            let n = match res {
+                Ok(n) => n,
+                Err(e) => {
+                    self.rx.borrow_mut().buf = Some(buf);
+                    return Err(e);
+                }
+            };
+            let filled = n > 0 && n == buf.capacity();
+            let mut rx = self.rx.borrow_mut();
+            rx.start = 0;
+            if n == 0 {
+                rx.eof = true;
+                buf.clear();
+            } else if filled && buf.capacity() < RX_MAX {
+                // Grow next time; this read's bytes stay where they are.
+                buf.reserve_exact(RX_MAX.min(buf.capacity() * 2) - buf.len());
+            }
+            rx.buf = Some(buf);
+        }
+        let mut rx = self.rx.borrow_mut();
+        let rx = &mut *rx;
+        let mut conn = self.conn.borrow_mut();
+        let buf = rx.buf.as_deref().unwrap_or_default();
+        if rx.start < buf.len() {
+            let mut pending = &buf[rx.start..];
+            let used = conn.read_tls(&mut pending)?;
+            rx.start += used;
+        } else if rx.eof {
+            // Rule 2: an empty read_tls only after a real 0-byte socket read.
+            conn.read_tls(&mut io::empty())?;
+            if let Err(e) = conn.process_new_packets() {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            return Ok(false);
+        }
+        if let Err(e) = conn.process_new_packets() {
+            drop(conn);
+            // Best effort: send the alert rustls queued, then fail.
+            let _ = self.flush().await;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        Ok(true)
+    }
+
+    /// Writes every queued TLS record to the socket. Only one flusher runs at a time; a caller that
+    /// finds one running waits for it (the running one loops until nothing is queued).
+    async fn flush(&self) -> io::Result<()> {
+        loop {
+            if self.flushing.get() {
+                let done = self.flushed.notified();
+                if self.flushing.get() {
+                    done.await;
+                }
+                continue;
+            }
+            if !self.conn.borrow().wants_write() {
+                return Ok(());
+            }
+            self.flushing.set(true);
+            let res = self.flush_queued().await;
+            self.flushing.set(false);
+            self.flushed.notify_waiters();
+            return res;
+        }
+    }
+
+    async fn flush_queued(&self) -> io::Result<()> {
+        loop {
+            let mut tx = self.tx.borrow_mut().take().unwrap_or_default();
+            tx.clear();
+            {
+                let mut conn = self.conn.borrow_mut();
+                while conn.wants_write() {
+                    conn.write_tls(&mut tx)?;
+                }
+            }
+            if tx.is_empty() {
+                *self.tx.borrow_mut() = Some(tx);
+                return Ok(());
+            }
+            let (res, mut tx) = self.tcp.write_all(tx).await;
+            if tx.capacity() > 4 * TX_INITIAL.max(RX_MAX) {
+                // A burst grew it; do not keep a large buffer on an idle connection.
+                tx = Vec::with_capacity(TX_INITIAL);
+            }
+            *self.tx.borrow_mut() = Some(tx);
+            res?;
+        }
+    }
+
+    /// Copies decrypted plaintext into `buf`. `Some(0)` is a clean EOF, `None` means none buffered.
+    /// `buf` is used up to its capacity; on `Some(n)` its length is `n`.
+    fn take_plaintext(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        let cap = buf.capacity();
+        buf.resize(cap, 0);
+        let res = self.conn.borrow_mut().reader().read(buf);
+        match res {
+            Ok(n) => {
+                buf.truncate(n);
+                Ok(Some(n))
+            }
+            // Nothing decrypted yet; `buf` stays fully initialised for the next attempt.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            // The peer closed the socket without close_notify: a relay treats it as its EOF.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                buf.clear();
+                Ok(Some(0))
+            }
+            Err(e) => {
+                buf.clear();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Endpoint for TlsStream {
+    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        loop {
+            match self.take_plaintext(&mut buf) {
+                Ok(Some(n)) => return (Ok(n), buf),
+                Ok(None) => {}
+                Err(e) => return (Err(e), buf),
+            }
+            // Tickets, KeyUpdate answers and alerts the last records produced.
+            if self.conn.borrow().wants_write() && !self.flushing.get() {
+                if let Err(e) = self.flush().await {
+                    return (Err(e), buf);
+                }
+            }
+            match self.fill_and_process().await {
+                Ok(true) => {}
+                // EOF: whatever rustls made of it (clean close_notify or truncation) ends this side.
+                Ok(false) => return (self.take_plaintext(&mut buf).map(|n| n.unwrap_or(0)), buf),
+                Err(e) => return (Err(e), buf),
+            }
+        }
+    }
+
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        let mut written = 0;
+        while written < buf.len() {
+            let res = self.conn.borrow_mut().writer().write(&buf[written..]);
+            match res {
+                Ok(n) => written += n,
+                Err(e) => return (Err(e), buf),
+            }
+            if let Err(e) = self.flush().await {
+                return (Err(e), buf);
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    async fn close_write(&self) -> io::Result<()> {
+        self.conn.borrow_mut().send_close_notify();
+        match self.flush().await {
+            Ok(()) => {}
+            Err(e) if is_benign_close_error(&e) => {}
+            Err(e) => return Err(e),
+        }
+        self.tcp.shutdown(Shutdown::Write)
+    }
+
+    fn abort(&self) {
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+}
