@@ -82,11 +82,12 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` (full `EnvFilter` syntax) wins over `--log-level`.
+/// Logs to stderr; `RUST_LOG` (full `EnvFilter` syntax) wins over `--log-level`, which sets
+/// ringmaster's own level (libraries such as rustls log at `warn` unless RUST_LOG says otherwise).
 fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
+        .or_else(|_| EnvFilter::try_new(format!("warn,ringmaster={level}")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

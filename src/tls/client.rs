@@ -51,7 +51,20 @@ pub fn for_server(verify: &Verify) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
     let mut config = match verify {
-        Verify::Ca(roots) | Verify::System(roots) => {
+        Verify::Ca(roots) => {
+            let webpki = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider)
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+            let verifier = CaOrPinned {
+                webpki,
+                roots: roots.clone(),
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        }
+        Verify::System(roots) => {
             let verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider)
                 .build()
                 .map_err(|e| rustls::Error::General(e.to_string()))?;
@@ -64,6 +77,85 @@ pub fn for_server(verify: &Verify) -> Result<Arc<ClientConfig>, TlsSetupError> {
     };
     config.resumption = Resumption::in_memory_sessions(CLIENT_SESSIONS_PER_SERVER);
     Ok(Arc::new(config))
+}
+
+/// `verify = "ca"`: the server's chain must lead to a certificate of the `ca` file (WebPKI rules:
+/// name, validity, key usage) — or the server's own certificate must *be* one of them (same
+/// subject and key). The second rule is certificate pinning: it lets a self-signed server
+/// certificate made with `openssl req -x509` (which marks it as a CA, refused as a server
+/// certificate by WebPKI) be trusted by listing it in `ca`, as Exchange admins do.
+#[derive(Debug)]
+struct CaOrPinned {
+    webpki: Arc<WebPkiServerVerifier>,
+    roots: Arc<RootCertStore>,
+}
+
+impl CaOrPinned {
+    fn is_pinned(&self, end_entity: &CertificateDer<'_>) -> bool {
+        use x509_parser::prelude::*;
+        let Ok((_, cert)) = X509Certificate::from_der(end_entity.as_ref()) else {
+            return false;
+        };
+        let spki = cert.tbs_certificate.subject_pki.raw;
+        let subject = cert.tbs_certificate.subject.as_raw();
+        // Trust anchors keep the contents of the SEQUENCEs; the parsed raw values include the
+        // tag and length in front.
+        let same = |raw: &[u8], contents: &[u8]| {
+            raw.ends_with(contents) && raw.len() - contents.len() <= 6
+        };
+        self.roots.roots.iter().any(|anchor| {
+            same(spki, anchor.subject_public_key_info.as_ref())
+                && same(subject, anchor.subject.as_ref())
+        })
+    }
+}
+
+impl ServerCertVerifier for CaOrPinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(ok) => Ok(ok),
+            Err(e) if self.is_pinned(end_entity) => {
+                tracing::trace!(error = %e, "server certificate accepted: it is listed in the ca file itself");
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// `verify = "none"`: any certificate is accepted, handshake signatures are still verified.
