@@ -4,16 +4,21 @@
 //! three modes: passthrough (TCP relay, TLS untouched), offload (TLS ends here) and reencrypt (TLS
 //! ends here, new TLS to the server). See `DESIGN.md` for the architecture; module map:
 //!
-//! - [`config`]: TOML → validated [`config::Config`], with every error located and explained.
-//! - [`runtime`]: pinned worker threads, signals, graceful shutdown.
-//! - [`net`]: the only code that touches io_uring and socket options.
-//! - [`proxy`]: serving a connection: mode dispatch, failover, the relay.
-//! - [`balance`]: schedulers.
+//! - [`config`] — TOML → validated [`config::Config`], with every error located and explained.
+//! - [`runtime`] — pinned worker threads, signals, graceful shutdown.
+//! - [`net`] — the only code that touches io_uring and socket options.
+//! - [`proxy`] — serving a connection: mode dispatch, failover, the relay.
+//! - [`tls`] — rustls over owned buffers, certificates, Extended Protection.
+//! - [`balance`] — schedulers.
+//! - [`ep_check`] — the Extended Protection report (`ringmaster ep-check`).
+//! - [`demo`] — `ringmaster demo`, a self-contained re-encrypt service.
 
 #![warn(missing_docs)]
 
 pub mod balance;
 pub mod config;
+pub mod demo;
+pub mod ep_check;
 pub mod net;
 pub mod proxy;
 pub mod runtime;

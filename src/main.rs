@@ -47,6 +47,16 @@ enum Command {
         #[arg(short, long, default_value = "ringmaster.toml", value_name = "FILE")]
         config: PathBuf,
     },
+    /// Extended Protection report: each server's certificate hash against its service's; exit 0
+    /// when all match, 1 otherwise, 78 on configuration errors.
+    EpCheck {
+        /// Configuration file (TOML).
+        #[arg(short, long, default_value = "ringmaster.toml", value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Self-contained demo: a self-signed certificate, two demo HTTPS servers and a re-encrypt
+    /// service with Extended Protection on 127.0.0.1:8443. Ctrl-C to stop.
+    Demo,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +71,28 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprint!("{e}");
                 ExitCode::from(EXIT_CONFIG as u8)
+            }
+        },
+        Command::EpCheck { config } => match config::load(&config) {
+            Ok(cfg) => {
+                let report = ringmaster::ep_check::run(&cfg);
+                print!("{}", report.render());
+                if report.all_good() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(EXIT_CONFIG as u8)
+            }
+        },
+        Command::Demo => match ringmaster::demo::run(&cli.log_level) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringmaster demo: {e}");
+                ExitCode::from(EXIT_UNAVAILABLE)
             }
         },
         Command::Run { config } => {

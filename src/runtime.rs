@@ -95,6 +95,37 @@ fn shared_services(config: &Config) -> Result<Vec<Arc<SharedService>>, RuntimeEr
         .collect()
 }
 
+/// Probes every server of every Extended Protection service once, off the workers, and feeds the
+/// certificates to the service's monitor (which logs a mismatch as an error). Later full
+/// handshakes keep checking.
+fn check_extended_protection_at_start(services: &Arc<Vec<Arc<SharedService>>>) {
+    if !services.iter().any(|s| s.ep.is_some()) {
+        return;
+    }
+    let services = services.clone();
+    let spawned = std::thread::Builder::new().name("ringmaster-ep-check".into()).spawn(move || {
+        for shared in services.iter() {
+            let Some(ep) = &shared.ep else { continue };
+            for (index, server) in shared.config.servers.iter().enumerate() {
+                match crate::ep_check::probe(&shared.config, index) {
+                    Ok(probe) => {
+                        if let Some(why) = &probe.verify_error {
+                            tracing::warn!(service = %shared.config.name, server = %server.address, error = %why, "Extended Protection check at start: the server's certificate is not trusted; re-encrypt will skip this server");
+                        }
+                        if ep.observe(index, probe.certificate.as_ref()) == crate::tls::ep_monitor::Verdict::Match {
+                            tracing::info!(service = %shared.config.name, server = %server.address, hash = %ep.front(), "Extended Protection: the server presents the service's certificate");
+                        }
+                    }
+                    Err(e) => tracing::warn!(service = %shared.config.name, server = %server.address, error = %e, "Extended Protection check at start: server not reachable; it will be checked on its first handshake"),
+                }
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the Extended Protection check thread");
+    }
+}
+
 /// Runs the proxy until SIGTERM/SIGINT and the drain that follows.
 pub fn run(config: Config) -> Result<(), RuntimeError> {
     // Handlers first: a signal during start-up must drain, not kill.
@@ -161,6 +192,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         }
     }
     tracing::info!(workers = cpus.len(), ?cpus, "ringmaster ready");
+    check_extended_protection_at_start(&services);
 
     // Signals are handled on their own thread; this one waits for the workers.
     let signal_handle = signals.handle();
@@ -230,7 +262,7 @@ async fn worker_main(
     let mut listeners = Vec::with_capacity(services.len());
     for shared in services.iter() {
         let service = &shared.config;
-        let state = match ServiceState::new(shared.clone()) {
+        let state = match ServiceState::new(shared.clone(), worker) {
             Ok(state) => state,
             Err(e) => {
                 let _ = ready_tx.send(Err(format!(

@@ -28,6 +28,16 @@ impl SmoothRoundRobin {
         }
     }
 
+    /// The same scheduler advanced by `phase` picks, so that workers started together do not all
+    /// send their first connection to the same server (worker *i* uses phase *i*).
+    pub fn with_phase(mut self, phase: usize) -> Self {
+        let steps = usize::try_from(self.total).map_or(0, |total| phase % total.max(1));
+        for _ in 0..steps {
+            self.pick();
+        }
+        self
+    }
+
     /// Number of servers.
     pub fn len(&self) -> usize {
         self.weights.len()
@@ -94,6 +104,15 @@ mod tests {
     #[test]
     fn equal_weights_rotate() {
         assert_eq!(sequence(&[1, 1, 1], 6), vec![0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn workers_start_at_different_servers() {
+        let first = |phase| SmoothRoundRobin::new([1, 1]).with_phase(phase).pick();
+        assert_eq!(first(0), Some(0));
+        assert_eq!(first(1), Some(1));
+        assert_eq!(first(2), Some(0));
+        assert!(SmoothRoundRobin::new([]).with_phase(3).is_empty());
     }
 
     #[test]

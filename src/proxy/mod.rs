@@ -75,10 +75,11 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
-    /// Per-worker state for a service.
-    pub fn new(shared: Arc<SharedService>) -> Result<Self, TlsSetupError> {
+    /// Per-worker state for a service; `worker` staggers the round-robin start.
+    pub fn new(shared: Arc<SharedService>, worker: usize) -> Result<Self, TlsSetupError> {
         let config = &shared.config;
-        let scheduler = SmoothRoundRobin::new(config.servers.iter().map(|s| s.weight.get()));
+        let scheduler =
+            SmoothRoundRobin::new(config.servers.iter().map(|s| s.weight.get())).with_phase(worker);
         let front_tls = shared.front_tls.as_ref().map(server::for_worker);
         let backend_tls = match &config.backend_tls {
             Some(b) if config.mode == Mode::Reencrypt => config

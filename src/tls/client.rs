@@ -45,36 +45,38 @@ pub fn system_roots() -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// The certificate verifier `verify` stands for; `None` for `verify = "none"`.
+pub fn verifier(
+    verify: &Verify,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Option<Arc<dyn ServerCertVerifier>>, TlsSetupError> {
+    let webpki = |roots: &Arc<RootCertStore>| {
+        WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))
+    };
+    Ok(match verify {
+        Verify::Ca(roots) => Some(Arc::new(CaOrPinned {
+            webpki: webpki(roots)?,
+            roots: roots.clone(),
+        })),
+        Verify::System(roots) => Some(webpki(roots)?),
+        Verify::None => None,
+    })
+}
+
 /// A client config for connections from one worker to one server.
 pub fn for_server(verify: &Verify) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
-    let mut config = match verify {
-        Verify::Ca(roots) => {
-            let webpki = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider)
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
-            let verifier = CaOrPinned {
-                webpki,
-                roots: roots.clone(),
-            };
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth()
-        }
-        Verify::System(roots) => {
-            let verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider)
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
-            builder.with_webpki_verifier(verifier).with_no_client_auth()
-        }
-        Verify::None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
-            .with_no_client_auth(),
+    let verifier: Arc<dyn ServerCertVerifier> = match verifier(verify, &provider)? {
+        Some(v) => v,
+        None => Arc::new(AcceptAnyCertificate(provider.clone())),
     };
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
     config.resumption = Resumption::in_memory_sessions(CLIENT_SESSIONS_PER_SERVER);
     Ok(Arc::new(config))
 }

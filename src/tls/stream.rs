@@ -32,6 +32,12 @@ pub const RX_MAX: usize = 4 * (16 * 1024 + 256);
 /// Ciphertext send buffer kept between flushes; larger bursts grow it temporarily.
 pub const TX_INITIAL: usize = 4 * 1024;
 
+/// Why feeding rustls failed: the socket side, or the TLS session itself (which queued an alert).
+enum Fed {
+    Io(io::Error),
+    Tls(rustls::Error),
+}
+
 /// Received ciphertext not yet handed to rustls.
 struct RxBuf {
     buf: Option<Vec<u8>>,
@@ -126,29 +132,37 @@ impl TlsStream {
             }
             rx.buf = Some(buf);
         }
+        match self.feed() {
+            Ok(more) => Ok(more),
+            Err(Fed::Io(e)) => Err(e),
+            Err(Fed::Tls(e)) => {
+                // Best effort: send the alert rustls queued, then fail.
+                let _ = self.flush().await;
+                Err(io::Error::new(io::ErrorKind::InvalidData, e))
+            }
+        }
+    }
+
+    /// Hands buffered ciphertext (or the EOF) to rustls and processes it; no borrow outlives it.
+    /// `Ok(false)` after EOF.
+    fn feed(&self) -> Result<bool, Fed> {
         let mut rx = self.rx.borrow_mut();
         let rx = &mut *rx;
         let mut conn = self.conn.borrow_mut();
         let buf = rx.buf.as_deref().unwrap_or_default();
-        if rx.start < buf.len() {
+        let more = if rx.start < buf.len() {
             let mut pending = &buf[rx.start..];
-            let used = conn.read_tls(&mut pending)?;
-            rx.start += used;
+            rx.start += conn.read_tls(&mut pending).map_err(Fed::Io)?;
+            true
         } else if rx.eof {
             // Rule 2: an empty read_tls only after a real 0-byte socket read.
-            conn.read_tls(&mut io::empty())?;
-            if let Err(e) = conn.process_new_packets() {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-            }
-            return Ok(false);
-        }
-        if let Err(e) = conn.process_new_packets() {
-            drop(conn);
-            // Best effort: send the alert rustls queued, then fail.
-            let _ = self.flush().await;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
-        }
-        Ok(true)
+            conn.read_tls(&mut io::empty()).map_err(Fed::Io)?;
+            false
+        } else {
+            true
+        };
+        conn.process_new_packets().map_err(Fed::Tls)?;
+        Ok(more)
     }
 
     /// Writes every queued TLS record to the socket. Only one flusher runs at a time; a caller that
