@@ -115,11 +115,13 @@ fn main() -> ExitCode {
 }
 
 /// Logs to stderr; `RUST_LOG` (full `EnvFilter` syntax) wins over `--log-level`, which sets
-/// ringmaster's own level (libraries such as rustls log at `warn` unless RUST_LOG says otherwise).
+/// ringmaster's own level. Libraries log at `warn`, rustls at `error`: it warns on every handshake
+/// of a client that sends an IP address as SNI (h2load, some monitoring probes), which ringmaster
+/// already handles by ignoring that SNI.
 fn init_logging(level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("warn,ringmaster={level}")))
+        .or_else(|_| EnvFilter::try_new(format!("warn,rustls=error,ringmaster={level}")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)

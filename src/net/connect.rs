@@ -56,6 +56,10 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
         }
         Err(e) => return Err(e.into()),
     };
+    // io_uring honours O_NONBLOCK: a read or write on a non-blocking socket fails with EAGAIN
+    // instead of waiting, which the relay would take for an error. Back to blocking mode, as
+    // accepted sockets are.
+    socket.set_nonblocking(false)?;
     let stream: std::net::TcpStream = socket.into();
     Ok(TcpStream::from_uring(
         tokio_uring::net::TcpStream::from_std(stream),
