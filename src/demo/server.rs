@@ -37,10 +37,10 @@ const MAX_DISCARDED_BODY: u64 = 1024 * 1024;
 
 /// The demo servers' TLS: the demo certificate, HTTP/1.1 by ALPN.
 pub(super) fn demo_server_config(files: &CertFiles) -> Result<Arc<ServerConfig>, DemoError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = crate::tls::provider();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(files.key_der.clone()));
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .with_protocol_versions(crate::tls::PROTOCOL_VERSIONS)
         .and_then(|b| {
             b.with_no_client_auth()
                 .with_single_cert(vec![files.cert_der.clone()], key)

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
-use rustls::crypto::CryptoProvider;
 use rustls::{
     CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme,
 };
@@ -211,9 +210,8 @@ fn probe_sni(service: &Service, address: SocketAddr) -> ServerName<'static> {
 /// A fresh client config around `capture`: no resumption, so every probe is a full handshake that
 /// shows the certificate.
 fn probe_config(capture: Arc<Capture>) -> Result<Arc<ClientConfig>, String> {
-    let provider = capture.provider.clone();
-    let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+    let mut config = ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_protocol_versions(crate::tls::PROTOCOL_VERSIONS)
         .map_err(|e| format!("cannot build a TLS client: {e}"))?
         .dangerous()
         .with_custom_certificate_verifier(capture)
@@ -226,21 +224,20 @@ fn probe_config(capture: Arc<Capture>) -> Result<Arc<ClientConfig>, String> {
 /// real verification (or accepts it, for `verify = "none"`) and keeps its error.
 #[derive(Debug)]
 struct Capture {
-    /// The real verifier (the one re-encrypt uses); `None` for `verify = "none"`.
-    inner: Option<Arc<dyn ServerCertVerifier>>,
-    provider: Arc<CryptoProvider>,
+    /// The real verifier, the one re-encrypt uses (accepting anything for `verify = "none"`).
+    inner: Arc<dyn ServerCertVerifier>,
     certificate: OnceLock<CertificateDer<'static>>,
     verify_error: OnceLock<rustls::Error>,
 }
 
 impl Capture {
     fn new(verify: &Verify) -> Result<Self, String> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = crate::tls::provider();
         let inner = crate::tls::client::verifier(verify, &provider)
-            .map_err(|e| format!("cannot build the certificate verifier: {e}"))?;
+            .map_err(|e| format!("cannot build the certificate verifier: {e}"))?
+            .unwrap_or_else(|| crate::tls::client::accept_any(&provider));
         Ok(Self {
             inner,
-            provider,
             certificate: OnceLock::new(),
             verify_error: OnceLock::new(),
         })
@@ -257,10 +254,7 @@ impl ServerCertVerifier for Capture {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let _ = self.certificate.set(end_entity.clone().into_owned());
-        let Some(inner) = &self.inner else {
-            return Ok(ServerCertVerified::assertion());
-        };
-        inner
+        self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             .inspect_err(|e| {
                 let _ = self.verify_error.set(e.clone());
@@ -273,12 +267,7 @@ impl ServerCertVerifier for Capture {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -287,18 +276,11 @@ impl ServerCertVerifier for Capture {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -67,13 +67,10 @@ pub fn verifier(
 
 /// A client config for connections from one worker to one server.
 pub fn for_server(verify: &Verify) -> Result<Arc<ClientConfig>, TlsSetupError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let verifier: Arc<dyn ServerCertVerifier> = match verifier(verify, &provider)? {
-        Some(v) => v,
-        None => Arc::new(AcceptAnyCertificate(provider.clone())),
-    };
+    let provider = super::provider();
+    let verifier = verifier(verify, &provider)?.unwrap_or_else(|| accept_any(&provider));
     let mut config = ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(super::PROTOCOL_VERSIONS)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
@@ -158,6 +155,11 @@ impl ServerCertVerifier for CaOrPinned {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.webpki.supported_verify_schemes()
     }
+}
+
+/// The verifier of `verify = "none"`.
+pub fn accept_any(provider: &Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(AcceptAnyCertificate(provider.clone()))
 }
 
 /// `verify = "none"`: any certificate is accepted, handshake signatures are still verified.

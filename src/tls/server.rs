@@ -100,9 +100,8 @@ pub fn service_config(
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
 ) -> Result<ServerConfig, TlsSetupError> {
     let resolver = SniResolver::new(certs).ok_or(TlsSetupError::NoCertificate)?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+    let mut config = ServerConfig::builder_with_provider(super::provider())
+        .with_protocol_versions(super::PROTOCOL_VERSIONS)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.ticketer = ticketer;
