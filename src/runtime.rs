@@ -105,15 +105,21 @@ fn check_extended_protection_at_start(services: &Arc<Vec<Arc<SharedService>>>) {
     let services = services.clone();
     let spawned = std::thread::Builder::new().name("ringmaster-ep-check".into()).spawn(move || {
         for shared in services.iter() {
-            let Some(ep) = &shared.ep else { continue };
+            let (Some(ep), Some(resolver)) = (&shared.ep, &shared.resolver) else { continue };
             for (index, server) in shared.config.servers.iter().enumerate() {
                 match crate::ep_check::probe(&shared.config, index) {
                     Ok(probe) => {
                         if let Some(why) = &probe.verify_error {
-                            tracing::warn!(service = %shared.config.name, server = %server.address, error = %why, "Extended Protection check at start: the server's certificate is not trusted; re-encrypt will skip this server");
+                            tracing::warn!(service = %shared.config.name, server = %server.address, sni = %probe.sni, error = %why, "Extended Protection check at start: the server's certificate does not verify for this name; re-encrypt connections asking for it will fail over to other servers");
                         }
-                        if ep.observe(index, probe.certificate.as_ref()) == crate::tls::ep_monitor::Verdict::Match {
-                            tracing::info!(service = %shared.config.name, server = %server.address, hash = %ep.front(), "Extended Protection: the server presents the service's certificate");
+                        // A server that fails verification for this name never serves it, so
+                        // there is no channel binding to compare for it.
+                        if probe.verify_error.is_some() {
+                            continue;
+                        }
+                        let front = resolver.select(Some(&probe.sni.to_ascii_lowercase()));
+                        if ep.observe(index, probe.certificate.as_ref(), &front) == crate::tls::ep_monitor::Verdict::Match {
+                            tracing::info!(service = %shared.config.name, server = %server.address, sni = %probe.sni, hash = %ep.front_hash(&front), "Extended Protection: the server presents the service's certificate");
                         }
                     }
                     Err(e) => tracing::warn!(service = %shared.config.name, server = %server.address, error = %e, "Extended Protection check at start: server not reachable; it will be checked on its first handshake"),

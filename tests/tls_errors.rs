@@ -595,19 +595,13 @@ fn silent_or_partial_client_hello_is_closed_by_idle_timeout() {
     );
 }
 
-/// Proves (currently fails: a ringmaster bug): in reencrypt, a server that accepts TCP but never
-/// answers the TLS handshake is given up after about `connect_timeout` (1 s here) and the client
-/// is served by the next server, well before the service's `idle_timeout` (60 s here) and the
-/// client's 10 s read timeout.
+/// Proves: in reencrypt, a server that accepts TCP but never answers the TLS handshake is given
+/// up after about `connect_timeout` (1 s here) and the client is served by the next server, well
+/// before the service's `idle_timeout` (60 s here) and the client's 10 s read timeout.
 ///
-/// Fails today: `connect_timeout` bounds only the TCP connect; the server-side TLS handshake has
-/// no deadline, so the client hangs until the idle sweeper shuts the connection down at
-/// `idle_timeout` (65 min in the README's Exchange example). The sweeper's shutdown is then
-/// logged as "server TLS handshake failed (side=server) ... peer closed the connection during the
-/// TLS handshake", the proxy fails over to the next server with a client it has already shut
-/// down, and the client's handshake fails with EPIPE.
+/// Would fail if `connect_timeout` bounded only the TCP connect: the client would hang until the
+/// idle sweeper shut the connection down at `idle_timeout`.
 #[test]
-#[ignore = "ringmaster bug: no deadline on the server-side TLS handshake (see header)"]
 fn server_stalled_in_tls_handshake_fails_over() {
     let pki = Pki::new();
     // Accepts, reads whatever comes, never answers.
@@ -636,19 +630,15 @@ fn server_stalled_in_tls_handshake_fails_over() {
     }
 }
 
-/// Proves (currently fails: a ringmaster bug): with `extended_protection = true` and an
-/// `[[service.sni_certificate]]`, the Extended Protection check compares a server's certificate
-/// with the certificate the client was actually given for its SNI. A client asking for
-/// other.test gets other.test's certificate; the server (asked for other.test too, the client's
-/// SNI) presents that very certificate, so channel binding matches and nothing must be flagged.
+/// Proves: with `extended_protection = true` and an `[[service.sni_certificate]]`, the Extended
+/// Protection check compares a server's certificate with the certificate the client was actually
+/// given for its SNI. A client asking for other.test gets other.test's certificate; the server
+/// (asked for other.test too, the client's SNI) presents that very certificate, so channel
+/// binding matches and nothing must be flagged.
 ///
-/// Fails today: the monitor compares every server with the service's *default* certificate only,
-/// so this working setup is logged as "Extended Protection will fail ... front_hash=<default's
-/// hash> server_hash=<other.test's hash>" — and conversely, a server presenting the default
-/// certificate to a client that was given other.test's passes silently while every Extended
-/// Protection login through it fails.
+/// Would fail if the monitor compared every server with the service's *default* certificate: this
+/// working setup would be logged as "Extended Protection will fail".
 #[test]
-#[ignore = "ringmaster bug: EP compares with the default certificate, not the SNI-selected one"]
 fn extended_protection_compares_the_certificate_the_client_saw() {
     let pki = Pki::new();
     let other = pki.ca.leaf(&["other.test"]);

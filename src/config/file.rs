@@ -26,7 +26,18 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "extended_protection",
     "sni_certificate",
     "backend_tls",
+    "schedule",
+    "persistence",
+    "steer",
+    "health",
+    "warm",
     "server",
+];
+/// Keys allowed in `persistence = { ... }`. Kept in sync with [`RawPersistence`] by a test.
+pub(super) const PERSISTENCE_KEYS: &[&str] = &["mode", "timeout", "capacity"];
+/// Keys allowed in `[service.health]`. Kept in sync with [`RawHealth`] by a test.
+pub(super) const HEALTH_KEYS: &[&str] = &[
+    "check", "path", "host", "sni", "expect", "interval", "timeout", "rise", "fall", "verify", "ca",
 ];
 /// Keys allowed in `[[service.sni_certificate]]`. Kept in sync with [`RawSniCertificate`] by a test.
 pub(super) const SNI_CERT_KEYS: &[&str] = &["certificate", "key"];
@@ -66,7 +77,38 @@ pub(super) struct RawService {
     pub extended_protection: Option<Spanned<Value>>,
     pub sni_certificate: Option<Vec<Spanned<RawSniCertificate>>>,
     pub backend_tls: Option<Spanned<RawBackendTls>>,
+    pub schedule: Option<Spanned<Value>>,
+    pub persistence: Option<Spanned<RawPersistence>>,
+    pub steer: Option<Spanned<Value>>,
+    pub health: Option<Spanned<RawHealth>>,
+    pub warm: Option<Spanned<Value>>,
     pub server: Option<Vec<Spanned<RawServer>>>,
+}
+
+/// `persistence = { mode = "source-ip", timeout = "1h", capacity = N }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPersistence {
+    pub mode: Option<Spanned<Value>>,
+    pub timeout: Option<Spanned<Value>>,
+    pub capacity: Option<Spanned<Value>>,
+}
+
+/// `[service.health]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    pub check: Option<Spanned<Value>>,
+    pub path: Option<Spanned<Value>>,
+    pub host: Option<Spanned<Value>>,
+    pub sni: Option<Spanned<Value>>,
+    pub expect: Option<Spanned<Value>>,
+    pub interval: Option<Spanned<Value>>,
+    pub timeout: Option<Spanned<Value>>,
+    pub rise: Option<Spanned<Value>>,
+    pub fall: Option<Spanned<Value>>,
+    pub verify: Option<Spanned<Value>>,
+    pub ca: Option<Spanned<Value>>,
 }
 
 /// One `[[service.sni_certificate]]`: an extra certificate chosen when the client's SNI matches
@@ -104,6 +146,8 @@ pub(super) fn table_of(allowed: &[&str]) -> Option<&'static str> {
         (SERVER_KEYS, "[[service.server]]"),
         (SNI_CERT_KEYS, "[[service.sni_certificate]]"),
         (BACKEND_TLS_KEYS, "[service.backend_tls]"),
+        (PERSISTENCE_KEYS, "persistence = { ... }"),
+        (HEALTH_KEYS, "[service.health]"),
     ]
     .into_iter()
     .find(|(keys, _)| *keys == allowed)
@@ -119,7 +163,7 @@ mod tests {
     /// must match, or the fix we print would list the wrong keys.
     #[test]
     fn key_lists_match_the_structs() {
-        let cases: [(&str, &[&str]); 6] = [
+        let cases: [(&str, &[&str]); 8] = [
             ("bogus = 1\n", TOP_KEYS),
             ("[global]\nbogus = 1\n", GLOBAL_KEYS),
             ("[[service]]\nbogus = 1\n", SERVICE_KEYS),
@@ -132,6 +176,11 @@ mod tests {
                 "[[service]]\n[service.backend_tls]\nbogus = 1\n",
                 BACKEND_TLS_KEYS,
             ),
+            (
+                "[[service]]\npersistence = { bogus = 1 }\n",
+                PERSISTENCE_KEYS,
+            ),
+            ("[[service]]\n[service.health]\nbogus = 1\n", HEALTH_KEYS),
         ];
         for (text, keys) in cases {
             let err = toml::from_str::<RawFile>(text).expect_err(text);

@@ -7,9 +7,11 @@
 //! `Duration` and `NonZero*`.
 
 mod address;
+mod balance;
 mod duration;
 mod error;
 mod file;
+mod health;
 mod service;
 mod suggest;
 mod summary;
@@ -99,6 +101,94 @@ pub struct Service {
     pub backend_tls: Option<BackendTls>,
     /// `extended_protection = true`: the Extended Protection guard is on (never with `offload`).
     pub extended_protection: bool,
+    /// How a server is chosen for a new client (default round robin).
+    pub schedule: Schedule,
+    /// Source-IP persistence, when configured.
+    pub persistence: Option<Persistence>,
+    /// Kernel steering of client IPs to cores.
+    pub steer: Steer,
+    /// Active health checks, when configured (`check = "none"` or no table: none).
+    pub health: Option<HealthCheck>,
+    /// Idle, already-handshaken server connections each core keeps per server (offload and
+    /// reencrypt; 0 = none).
+    pub warm: u32,
+}
+
+/// `schedule`: how a new client's server is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// Smooth weighted round robin (the default).
+    RoundRobin,
+    /// Weighted least connections, counted across all cores.
+    LeastConnections,
+    /// Maglev consistent hashing of the client IP: every ringmaster node picks the same server.
+    SourceHash,
+}
+
+impl Schedule {
+    /// The spelling used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Schedule::RoundRobin => "round-robin",
+            Schedule::LeastConnections => "least-connections",
+            Schedule::SourceHash => "source-hash",
+        }
+    }
+}
+
+/// `persistence = { mode = "source-ip", timeout = "1h", capacity = N }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    /// How long a client IP stays with its server after its last connection.
+    pub timeout: Duration,
+    /// Most client IPs remembered at once (per service).
+    pub capacity: usize,
+}
+
+/// `steer`: whether the kernel sends each client IPv4 to one core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Steer {
+    /// The kernel's default `SO_REUSEPORT` hash (by 4-tuple).
+    None,
+    /// A cBPF program sends each client IPv4 to the same core every time.
+    ClientIp,
+}
+
+/// `[service.health]`: active checks, one checker per server.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    /// What a check does.
+    pub kind: CheckType,
+    /// Request path for `http`/`https` (default `/`).
+    pub path: String,
+    /// `Host` header for `http`/`https` (default: the server's address).
+    pub host: Option<String>,
+    /// SNI for `https` (default: `host`, else the server's IP).
+    pub sni: Option<rustls_pki_types::ServerName<'static>>,
+    /// Statuses that count as healthy (default `[200]`).
+    pub expect: Vec<u16>,
+    /// Time between two checks of one server (default 5s).
+    pub interval: Duration,
+    /// Time one check may take (default 2s; less than `interval`).
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down server up (default 2).
+    pub rise: u32,
+    /// Consecutive failures that take an up server down (default 3).
+    pub fall: u32,
+    /// How `https` checks verify the server's certificate (default: like `backend_tls` for
+    /// reencrypt, else none — a health check of a passthrough server needs no trust).
+    pub verify: crate::tls::client::Verify,
+}
+
+/// `check`: the kind of health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckType {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP/1.1 GET, healthy when the status is in `expect`.
+    Http,
+    /// The same over TLS; also captures the server's certificate for Extended Protection.
+    Https,
 }
 
 /// The certificates a TLS-terminating service presents.

@@ -91,7 +91,12 @@ impl Checker<'_> {
         };
         let servers = self.servers(s.server.as_deref().unwrap_or(&[]), header, &label);
         let tls = mode.and_then(|mode| self.service_tls(s, mode, header, &label));
+        let schedule = self.schedule(s.schedule.as_ref());
+        let persistence = self.persistence(s.persistence.as_ref());
+        let steer = self.steer(s.steer.as_ref());
+        let warm = self.warm(s.warm.as_ref(), mode);
         let (tls, backend_tls, extended_protection) = tls?;
+        let health = self.health(s.health.as_ref(), mode, backend_tls.as_ref());
         Some(Service {
             name: name?,
             listen: listen?,
@@ -103,6 +108,11 @@ impl Checker<'_> {
             tls,
             backend_tls,
             extended_protection,
+            schedule: schedule?,
+            persistence: persistence?,
+            steer: steer?,
+            health: health?,
+            warm: warm?,
         })
     }
 

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use rustls_pki_types::ServerName;
 use toml::{Spanned, Value};
 
 use super::file::{RawBackendTls, RawService};
@@ -146,38 +147,63 @@ impl Checker<'_> {
 
     fn backend_tls(&mut self, raw: Option<&Spanned<RawBackendTls>>) -> Option<BackendTls> {
         let b = raw.map(Spanned::get_ref);
-        let verify_v = b.and_then(|b| b.verify.as_ref());
-        let ca_v = b.and_then(|b| b.ca.as_ref());
-        let sni = match b.and_then(|b| b.sni.as_ref()) {
-            Some(v) => {
-                let text = self.string("sni", v, "mail.example.com")?;
-                match rustls_pki_types::ServerName::try_from(text.to_owned()) {
-                    Ok(name) => Some(Some(name)),
-                    Err(_) => {
-                        self.report(
-                            v,
-                            "sni is not a valid DNS name or IP address",
-                            "e.g. sni = \"mail.example.com\"",
-                        );
-                        None
-                    }
-                }
+        let sni = self.server_name(b.and_then(|b| b.sni.as_ref()));
+        let verify = self.verify(
+            b.and_then(|b| b.verify.as_ref()),
+            b.and_then(|b| b.ca.as_ref()),
+            "system",
+            "[service.backend_tls]",
+        );
+        let (verify, ca) = verify?;
+        Some(BackendTls {
+            verify,
+            ca,
+            sni: sni?,
+        })
+    }
+
+    /// An optional `sni` value: a DNS name or IP address.
+    pub(super) fn server_name(
+        &mut self,
+        v: Option<&Spanned<Value>>,
+    ) -> Option<Option<ServerName<'static>>> {
+        let Some(v) = v else { return Some(None) };
+        let text = self.string("sni", v, "mail.example.com")?;
+        match ServerName::try_from(text.to_owned()) {
+            Ok(name) => Some(Some(name)),
+            Err(_) => {
+                self.report(
+                    v,
+                    "sni is not a valid DNS name or IP address",
+                    "e.g. sni = \"mail.example.com\"",
+                );
+                None
             }
-            None => Some(None),
-        };
+        }
+    }
+
+    /// `verify` (default `default`) and `ca` of the table named `table`: how servers' certificates
+    /// are checked, with the CA file when there is one.
+    pub(super) fn verify(
+        &mut self,
+        verify_v: Option<&Spanned<Value>>,
+        ca_v: Option<&Spanned<Value>>,
+        default: &str,
+        table: &str,
+    ) -> Option<(Verify, Option<PathBuf>)> {
         let verify_text = match verify_v {
-            Some(v) => self.string("verify", v, "ca")?,
-            None => "system",
+            Some(v) => self.string("verify", v, "ca")?.to_owned(),
+            None => default.to_owned(),
         };
         let ca = match ca_v {
             Some(v) => Some((self.path_value("ca", v)?, v)),
             None => None,
         };
-        let verify = match (verify_text, &ca) {
+        let verify = match (verify_text.as_str(), &ca) {
             ("ca", Some((path, v))) => match load_roots(path) {
                 Ok(roots) => Some(Verify::Ca(Arc::new(roots))),
                 Err(e) => {
-                    self.report(v, e.to_string(), "point ca at a PEM file with the CA certificate(s) that signed the servers' certificates");
+                    self.report(v, e.to_string(), "point ca at a PEM file with the CA certificate(s) that signed the servers' certificates, or the servers' own certificate");
                     None
                 }
             },
@@ -186,11 +212,11 @@ impl Checker<'_> {
                 self.report_at(
                     at,
                     "verify = \"ca\" needs a `ca` file",
-                    "add ca = \"certs/ca.pem\" to [service.backend_tls]",
+                    format!("add ca = \"certs/ca.pem\" to {table}"),
                 );
                 None
             }
-            (_, Some((_, v))) if verify_text != "ca" => {
+            (_, Some((_, v))) => {
                 self.report(
                     v,
                     format!("`ca` is only used with verify = \"ca\" (verify is \"{verify_text}\")"),
@@ -198,7 +224,7 @@ impl Checker<'_> {
                 );
                 None
             }
-            ("system", _) => match system_roots() {
+            ("system", None) => match system_roots() {
                 Ok(roots) => Some(Verify::System(Arc::new(roots))),
                 Err(e) => {
                     let at = verify_v.map_or(0, |v| v.span().start);
@@ -206,23 +232,19 @@ impl Checker<'_> {
                     None
                 }
             },
-            ("none", _) => Some(Verify::None),
-            (other, _) => {
+            ("none", None) => Some(Verify::None),
+            (other, None) => {
                 if let Some(v) = verify_v {
                     self.report(
                         v,
                         format!("unknown verify \"{other}\""),
-                        "use \"ca\" (with ca = FILE), \"system\" (the default) or \"none\" (no certificate check; logged as a warning)",
+                        "use \"ca\" (with ca = FILE), \"system\" or \"none\" (no certificate check; logged as a warning)",
                     );
                 }
                 None
             }
         };
-        Some(BackendTls {
-            verify: verify?,
-            ca: ca.map(|(p, _)| p),
-            sni: sni?,
-        })
+        Some((verify?, ca.map(|(p, _)| p)))
     }
 
     /// A file path, relative to the config file's directory unless absolute.

@@ -87,6 +87,8 @@ fn home_of(key: &str) -> Option<&'static str> {
         (file::SERVER_KEYS, "[[service.server]]"),
         (file::SNI_CERT_KEYS, "[[service.sni_certificate]]"),
         (file::BACKEND_TLS_KEYS, "[service.backend_tls]"),
+        (file::PERSISTENCE_KEYS, "persistence = { ... }"),
+        (file::HEALTH_KEYS, "[service.health]"),
     ]
     .into_iter()
     .find(|(keys, _)| keys.contains(&key))

@@ -6,10 +6,12 @@
 //! - [`affinity`]: the CPUs this process may run on, and pinning a thread to one of them.
 //! - [`listener`]: `SO_REUSEPORT` listeners with an explicit backlog.
 //! - [`connect`]: backend connects bounded by a timeout without leaking an in-flight operation.
+//! - [`deadline`]: shutting a socket down when a phase (a TLS handshake) takes too long.
 //! - [`stream`]: the TCP stream type the proxy reads and writes with owned buffers.
 
 pub mod affinity;
 pub mod connect;
+pub mod deadline;
 pub mod listener;
 pub mod ring;
 pub mod stream;

@@ -33,6 +33,8 @@ pub struct SharedService {
     pub config: Arc<Service>,
     /// Client-facing TLS (offload, reencrypt), without a session cache of its own.
     pub front_tls: Option<ServerConfig>,
+    /// Which certificate a client gets for its SNI (offload, reencrypt).
+    pub resolver: Option<Arc<server::SniResolver>>,
     /// Extended Protection monitor (reencrypt with `extended_protection = true`).
     pub ep: Option<Arc<EpMonitor>>,
 }
@@ -43,20 +45,26 @@ impl SharedService {
         config: Arc<Service>,
         ticketer: &Arc<dyn ProducesTickets>,
     ) -> Result<Self, TlsSetupError> {
-        let front_tls = match &config.tls {
-            Some(tls) => Some(server::service_config(&tls.certificates, ticketer.clone())?),
+        let resolver = match &config.tls {
+            Some(tls) => Some(Arc::new(
+                server::SniResolver::new(&tls.certificates).ok_or(TlsSetupError::NoCertificate)?,
+            )),
+            None => None,
+        };
+        let front_tls = match &resolver {
+            Some(r) => Some(server::service_config(r.clone(), ticketer.clone())?),
             None => None,
         };
         let ep = match (&config.tls, config.mode, config.extended_protection) {
-            (Some(tls), Mode::Reencrypt, true) => Some(Arc::new(EpMonitor::new(
-                &config,
-                tls.certificates[0].end_entity(),
-            )?)),
+            (Some(tls), Mode::Reencrypt, true) => {
+                Some(Arc::new(EpMonitor::new(&config, &tls.certificates)?))
+            }
             _ => None,
         };
         Ok(Self {
             config,
             front_tls,
+            resolver,
             ep,
         })
     }

@@ -15,6 +15,7 @@ use rustls_pki_types::ServerName;
 use super::registry::ConnGuard;
 use super::relay::relay;
 use super::{log_close, ServiceState};
+use crate::net::deadline::Deadline;
 use crate::net::{connect::connect, TcpStream};
 use crate::tls::accept::{read_client_hello, send_alert};
 use crate::tls::stream::TlsStream;
@@ -115,11 +116,20 @@ async fn connect_tls(
             }
         };
         let server = TlsStream::new(tcp, Connection::Client(conn), None);
+        // The handshake gets the connect timeout too: a server that accepts TCP but never
+        // answers TLS is skipped like one that refuses the connection.
+        let deadline = Deadline::arm(server.tcp().raw_fd(), config.connect_timeout);
         if let Err(e) = server.handshake().await {
-            tracing::warn!(service = %config.name, server = %address, client = %peer, error = %e, "server TLS handshake failed (side=server); trying the next server");
+            let why = if deadline.fired() {
+                format!("no TLS answer within {:?}", config.connect_timeout)
+            } else {
+                e.to_string()
+            };
+            tracing::warn!(service = %config.name, server = %address, client = %peer, error = %why, "server TLS handshake failed (side=server); trying the next server");
             continue;
         }
-        if let Some(ep) = &service.shared.ep {
+        drop(deadline);
+        if let (Some(ep), Some(resolver)) = (&service.shared.ep, &service.shared.resolver) {
             let full =
                 server.with_conn(|c| c.handshake_kind() == Some(rustls::HandshakeKind::Full));
             if full {
@@ -127,7 +137,8 @@ async fn connect_tls(
                     c.peer_certificates()
                         .and_then(|certs| certs.first().cloned())
                 }) {
-                    ep.observe(index, cert.as_ref());
+                    // Compare with what this client is about to be shown for its SNI.
+                    ep.observe(index, cert.as_ref(), &resolver.select(client_sni));
                 }
             }
         }

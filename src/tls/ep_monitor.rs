@@ -1,30 +1,26 @@
 //! The Extended Protection guard at run time: every full handshake with a server (and the check at
-//! start) compares the server's `tls-server-end-point` with the service's own certificate.
+//! start) compares the server's `tls-server-end-point` with the certificate the *client* was given
+//! (the default one, or the `[[service.sni_certificate]]` its SNI selected).
 //!
 //! A mismatch is counted every time and logged once per change of the server's certificate (all
-//! workers share one atomic per server, so the first worker to see a change logs it).
+//! workers share one atomic per server and front certificate, so the first worker to see a change
+//! logs it).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use rustls::sign::CertifiedKey;
+
+use super::certs::TlsCert;
 use super::channel_binding::{tls_server_end_point, EndPointHash};
 use super::TlsSetupError;
 use crate::config::Service;
-use rustls_pki_types::CertificateDer;
-
-/// EP state of one server.
-#[derive(Debug)]
-struct ServerEp {
-    address: SocketAddr,
-    /// Fingerprint of the last certificate seen (0 = none yet).
-    last_seen: AtomicU64,
-    mismatches: AtomicU64,
-}
 
 /// What the monitor concluded about one observed certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Same certificate as the service: Extended Protection works through this server.
+    /// Same certificate as the client saw: Extended Protection works through this server.
     Match,
     /// Different certificate: Extended Protection logins through this server fail.
     Mismatch(EndPointHash),
@@ -32,74 +28,116 @@ pub enum Verdict {
     Unreadable(String),
 }
 
+/// One certificate the service presents, with its channel binding.
+#[derive(Debug)]
+struct Front {
+    key: Arc<CertifiedKey>,
+    hash: EndPointHash,
+}
+
 /// Compares servers' certificates with the service's, for one service.
 #[derive(Debug)]
 pub struct EpMonitor {
     service: String,
-    front: EndPointHash,
-    servers: Vec<ServerEp>,
+    fronts: Vec<Front>,
+    addresses: Vec<SocketAddr>,
+    /// Per server, per front: fingerprint of the last server certificate seen (0 = none yet).
+    last_seen: Vec<AtomicU64>,
+    /// Per server: mismatches seen.
+    mismatches: Vec<AtomicU64>,
 }
 
 impl EpMonitor {
-    /// A monitor for `service`, whose clients see `front` (its default certificate).
-    pub fn new(service: &Service, front: &CertificateDer<'_>) -> Result<Self, TlsSetupError> {
-        let front = tls_server_end_point(front.as_ref())
-            .map_err(|e| TlsSetupError::Rustls(rustls::Error::General(e.to_string())))?;
-        let servers = service
-            .servers
+    /// A monitor for `service`, whose clients see one of `fronts` (default first).
+    pub fn new(service: &Service, fronts: &[TlsCert]) -> Result<Self, TlsSetupError> {
+        let fronts = fronts
             .iter()
-            .map(|s| ServerEp {
-                address: s.address,
-                last_seen: AtomicU64::new(0),
-                mismatches: AtomicU64::new(0),
+            .map(|cert| {
+                let hash = tls_server_end_point(cert.end_entity().as_ref()).map_err(|e| {
+                    TlsSetupError::Rustls(rustls::Error::General(format!(
+                        "{}: {e}",
+                        cert.certificate.display()
+                    )))
+                })?;
+                Ok(Front {
+                    key: cert.certified.clone(),
+                    hash,
+                })
             })
+            .collect::<Result<Vec<_>, TlsSetupError>>()?;
+        if fronts.is_empty() {
+            return Err(TlsSetupError::NoCertificate);
+        }
+        let addresses: Vec<SocketAddr> = service.servers.iter().map(|s| s.address).collect();
+        let last_seen = (0..addresses.len() * fronts.len())
+            .map(|_| AtomicU64::new(0))
             .collect();
+        let mismatches = addresses.iter().map(|_| AtomicU64::new(0)).collect();
         Ok(Self {
             service: service.name.clone(),
-            front,
-            servers,
+            fronts,
+            addresses,
+            last_seen,
+            mismatches,
         })
     }
 
-    /// The service's own channel binding.
+    /// The channel binding of the service's default certificate.
     pub fn front(&self) -> &EndPointHash {
-        &self.front
+        &self.fronts[0].hash
+    }
+
+    /// The channel binding of `front` (one of the service's certificates; the default if unknown).
+    pub fn front_hash(&self, front: &Arc<CertifiedKey>) -> &EndPointHash {
+        &self.fronts[self.front_index(front)].hash
+    }
+
+    fn front_index(&self, front: &Arc<CertifiedKey>) -> usize {
+        self.fronts
+            .iter()
+            .position(|f| Arc::ptr_eq(&f.key, front))
+            .unwrap_or(0)
     }
 
     /// Mismatches counted for server `index` so far.
     pub fn mismatches(&self, index: usize) -> u64 {
-        self.servers
+        self.mismatches
             .get(index)
-            .map_or(0, |s| s.mismatches.load(Ordering::Relaxed))
+            .map_or(0, |m| m.load(Ordering::Relaxed))
     }
 
-    /// Checks the end-entity certificate server `index` presented in a full handshake.
-    pub fn observe(&self, index: usize, cert_der: &[u8]) -> Verdict {
-        let Some(server) = self.servers.get(index) else {
+    /// Checks the end-entity certificate server `index` presented in a full handshake, against
+    /// `front`, the certificate the client saw.
+    pub fn observe(&self, index: usize, cert_der: &[u8], front: &Arc<CertifiedKey>) -> Verdict {
+        let (Some(address), Some(mismatches)) =
+            (self.addresses.get(index), self.mismatches.get(index))
+        else {
             return Verdict::Unreadable(format!("no server #{index}"));
         };
         let hash = match tls_server_end_point(cert_der) {
             Ok(h) => h,
             Err(e) => {
-                server.mismatches.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(service = %self.service, server = %server.address, error = %e, "Extended Protection: cannot read the server's certificate");
+                mismatches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(service = %self.service, server = %address, error = %e, "Extended Protection: cannot read the server's certificate");
                 return Verdict::Unreadable(e.to_string());
             }
         };
-        let matches = hash == self.front;
-        let previous = server.last_seen.swap(hash.fingerprint(), Ordering::Relaxed);
+        let f = self.front_index(front);
+        let expected = &self.fronts[f].hash;
+        let previous = self.last_seen[index * self.fronts.len() + f]
+            .swap(hash.fingerprint(), Ordering::Relaxed);
         let changed = previous != hash.fingerprint();
-        if matches {
+        if hash == *expected {
             if changed && previous != 0 {
-                tracing::info!(service = %self.service, server = %server.address, hash = %hash, "Extended Protection: the server's certificate matches the service's again");
+                tracing::info!(service = %self.service, server = %address, hash = %hash, "Extended Protection: the server's certificate matches the service's again");
             }
             Verdict::Match
         } else {
-            server.mismatches.fetch_add(1, Ordering::Relaxed);
+            mismatches.fetch_add(1, Ordering::Relaxed);
             if changed {
                 tracing::error!(
-                    service = %self.service, server = %server.address,
-                    front_hash = %self.front, server_hash = %hash,
+                    service = %self.service, server = %address,
+                    front_hash = %expected, server_hash = %hash,
                     "Extended Protection will fail through this server: it presents a different certificate than the service (install the service's certificate on the server, or the server's on the service)"
                 );
             }

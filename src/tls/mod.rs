@@ -22,7 +22,8 @@ pub use server::TlsSetupError;
 use std::sync::Arc;
 
 /// The protocol versions ringmaster speaks on either side: TLS 1.3, then 1.2; nothing older.
-pub const PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+pub const PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] =
+    &[&rustls::version::TLS13, &rustls::version::TLS12];
 
 /// The crypto provider every TLS configuration uses (aws-lc-rs).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {

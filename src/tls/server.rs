@@ -93,17 +93,16 @@ pub fn shared_ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, Tls
     Ok(rustls::crypto::aws_lc_rs::Ticketer::new()?)
 }
 
-/// The service-wide part: versions, certificates, the shared ticketer. Workers copy it with
-/// [`for_worker`] to get their own session cache.
+/// The service-wide part: versions, certificates (chosen by `resolver`), the shared ticketer.
+/// Workers copy it with [`for_worker`] to get their own session cache.
 pub fn service_config(
-    certs: &[TlsCert],
+    resolver: Arc<SniResolver>,
     ticketer: Arc<dyn rustls::server::ProducesTickets>,
 ) -> Result<ServerConfig, TlsSetupError> {
-    let resolver = SniResolver::new(certs).ok_or(TlsSetupError::NoCertificate)?;
     let mut config = ServerConfig::builder_with_provider(super::provider())
         .with_protocol_versions(super::PROTOCOL_VERSIONS)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .with_cert_resolver(resolver);
     config.ticketer = ticketer;
     // One TLS 1.3 ticket per handshake is enough for a browser or Outlook to resume; the default
     // of two costs a second ticket encryption and record on every full handshake.

@@ -60,14 +60,24 @@ pub fn free_port() -> u16 {
 }
 
 /// `n` distinct loopback ports that were free a moment ago: all are held at once before being
-/// released, so they cannot repeat.
+/// released, so they cannot repeat, and no port is handed out twice in one test process (the
+/// kernel may give a just-released port again, which made two services share a port).
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().expect("local_addr").port())
-        .collect()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held: Vec<TcpListener> = Vec::new();
+    let mut ports = Vec::with_capacity(n);
+    while ports.len() < n {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local_addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            ports.push(port);
+        }
+        // Held until all are chosen, so a refused duplicate is not offered again at once.
+        held.push(listener);
+    }
+    ports
 }
 
 /// A loopback address with nothing listening on it: connecting there is refused.

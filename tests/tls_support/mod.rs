@@ -970,7 +970,7 @@ impl TlsService {
     pub fn offload(name: &str, cert: &CertFiles, servers: &[SocketAddr]) -> TlsService {
         TlsService {
             name: name.to_owned(),
-            listen: unique_listen_addr(),
+            listen: crate::common::listen_addr(),
             mode: "offload",
             connect_timeout: "2s",
             idle_timeout: "60s",
@@ -1042,21 +1042,6 @@ impl TlsService {
             let _ = writeln!(t, "\n[[service.server]]\naddress = \"{server}\"");
         }
         t
-    }
-}
-
-/// A loopback listen address from `common::free_port` that this test binary has not handed out
-/// before. Two `free_port` calls can return the same port (the kernel may give a released port
-/// again), and two services of one config on the same port make ringmaster refuse the config.
-pub fn unique_listen_addr() -> SocketAddr {
-    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().expect("ports given");
-    loop {
-        let port = crate::common::free_port();
-        if !given.contains(&port) {
-            given.push(port);
-            return SocketAddr::from(([127, 0, 0, 1], port));
-        }
     }
 }
 
