@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backend;
 pub mod balance;
 pub mod config;
 pub mod demo;

@@ -24,6 +24,7 @@ use crate::proxy::{ServiceState, SharedService};
 use crate::tls::client::Verify;
 
 mod accept;
+mod listeners;
 
 /// After the drain timeout, how long shut-down connections get to unwind before the worker exits.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
@@ -54,7 +55,17 @@ pub enum RuntimeError {
         /// What rustls said.
         message: String,
     },
-    /// A worker failed while starting (ring creation, listener bind).
+    /// A service's address could not be bound.
+    #[error("cannot listen on {address} for service {service}: {message}")]
+    Bind {
+        /// The service.
+        service: String,
+        /// Its listen address.
+        address: std::net::SocketAddr,
+        /// The OS error, with a hint.
+        message: String,
+    },
+    /// A worker failed while starting (ring creation).
     #[error("worker {worker}: {message}")]
     Worker {
         /// Worker index.
@@ -150,14 +161,16 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<RingFlags, String>>();
 
+    let mut sockets = listeners::bind_all(&services, cpus.len())?.into_iter();
     let mut handles = Vec::with_capacity(cpus.len());
     for (worker, &cpu) in cpus.iter().enumerate() {
         let services = services.clone();
+        let sockets = sockets.next().unwrap_or_default();
         let stop_rx = stop_rx.clone();
         let ready_tx = ready_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("ringmaster-w{worker}"))
-            .spawn(move || worker_thread(worker, cpu, services, stop_rx, ready_tx, drain_timeout))
+            .spawn(move || worker_thread(worker, cpu, services, sockets, stop_rx, ready_tx, drain_timeout))
             .map_err(|source| RuntimeError::Spawn { worker, source })?;
         handles.push(handle);
     }
@@ -233,6 +246,7 @@ fn worker_thread(
     worker: usize,
     cpu: usize,
     services: Arc<Vec<Arc<SharedService>>>,
+    sockets: Vec<std::net::TcpListener>,
     stop_rx: watch::Receiver<bool>,
     ready_tx: mpsc::Sender<Result<RingFlags, String>>,
     drain_timeout: Duration,
@@ -250,6 +264,7 @@ fn worker_thread(
     rt.block_on(worker_main(
         worker,
         services,
+        sockets,
         stop_rx,
         ready_tx,
         flags,
@@ -260,36 +275,18 @@ fn worker_thread(
 async fn worker_main(
     worker: usize,
     services: Arc<Vec<Arc<SharedService>>>,
+    sockets: Vec<std::net::TcpListener>,
     mut stop_rx: watch::Receiver<bool>,
     ready_tx: mpsc::Sender<Result<RingFlags, String>>,
     flags: RingFlags,
     drain_timeout: Duration,
 ) {
     let mut listeners = Vec::with_capacity(services.len());
-    for shared in services.iter() {
-        let service = &shared.config;
-        let state = match ServiceState::new(shared.clone(), worker) {
-            Ok(state) => state,
+    for (shared, socket) in services.iter().zip(sockets) {
+        match ServiceState::new(shared.clone(), worker) {
+            Ok(state) => listeners.push((Listener::from_std(socket), Rc::new(state))),
             Err(e) => {
-                let _ = ready_tx.send(Err(format!(
-                    "service {}: TLS setup failed: {e}",
-                    service.name
-                )));
-                return;
-            }
-        };
-        match Listener::bind(service.listen, service.backlog) {
-            Ok(l) => listeners.push((l, Rc::new(state))),
-            Err(e) => {
-                let hint = if e.kind() == io::ErrorKind::AddrInUse {
-                    " (another process listens there: stop it or change `listen`)"
-                } else {
-                    ""
-                };
-                let _ = ready_tx.send(Err(format!(
-                    "cannot listen on {} for service {}: {e}{hint}",
-                    service.listen, service.name
-                )));
+                let _ = ready_tx.send(Err(format!("service {}: TLS setup failed: {e}", shared.config.name)));
                 return;
             }
         }

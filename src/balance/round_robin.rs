@@ -62,6 +62,26 @@ impl SmoothRoundRobin {
         Some(b)
     }
 
+    /// The next server among those `usable` says may take a connection, smooth over the usable
+    /// ones only (a down server's share is spread over the others); `None` when none is usable.
+    pub fn pick_usable(&mut self, usable: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        let mut total = 0;
+        for i in 0..self.weights.len() {
+            if !usable(i) {
+                continue;
+            }
+            self.current[i] += self.weights[i];
+            total += self.weights[i];
+            if best.is_none_or(|b| self.current[i] > self.current[b]) {
+                best = Some(i);
+            }
+        }
+        let b = best?;
+        self.current[b] -= total;
+        Some(b)
+    }
+
     /// The order in which to try servers for one connection: the scheduled pick first, then every
     /// other server once, in config order after it (failover without retrying a server twice).
     pub fn failover_order(&mut self) -> impl Iterator<Item = usize> {
@@ -113,6 +133,15 @@ mod tests {
         assert_eq!(first(1), Some(1));
         assert_eq!(first(2), Some(0));
         assert!(SmoothRoundRobin::new([]).with_phase(3).is_empty());
+    }
+
+    #[test]
+    fn unusable_servers_are_skipped_and_their_share_spread() {
+        let mut rr = SmoothRoundRobin::new([1, 1, 1]);
+        let picks: Vec<usize> = (0..6).filter_map(|_| rr.pick_usable(|i| i != 1)).collect();
+        assert_eq!(picks.iter().filter(|&&p| p == 0).count(), 3);
+        assert_eq!(picks.iter().filter(|&&p| p == 2).count(), 3);
+        assert_eq!(rr.pick_usable(|_| false), None);
     }
 
     #[test]

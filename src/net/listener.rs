@@ -23,21 +23,13 @@ impl Listener {
     ///
     /// Must be called on a worker thread (inside its runtime).
     pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Self> {
-        let socket = Socket::new(
-            Domain::for_address(addr),
-            Type::STREAM.cloexec(),
-            Some(Protocol::TCP),
-        )?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.bind(&addr.into())?;
-        let backlog = i32::try_from(backlog).unwrap_or(i32::MAX);
-        socket.listen(backlog)?;
-        let std_listener: std::net::TcpListener = socket.into();
-        Ok(Self {
-            inner: tokio_uring::net::TcpListener::from_std(std_listener),
-            addr,
-        })
+        Ok(Self::from_std(bind_std(addr, backlog)?))
+    }
+
+    /// Takes over a socket made by [`bind_group`]; must be called on the worker's thread.
+    pub fn from_std(listener: std::net::TcpListener) -> Self {
+        let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Self { inner: tokio_uring::net::TcpListener::from_std(listener), addr }
     }
 
     /// The address this listener was bound to.
@@ -59,6 +51,71 @@ impl Listener {
             fd: self.inner.as_raw_fd(),
         }
     }
+}
+
+/// A listening `SO_REUSEPORT` socket (blocking, close-on-exec).
+pub fn bind_std(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+/// One listening socket per worker for `addr`, made in worker order: in the kernel's
+/// `SO_REUSEPORT` group, socket *i* (the *i*-th to call `listen`) belongs to worker *i*, which is
+/// what [`attach_client_ip_steering`] relies on.
+pub fn bind_group(addr: SocketAddr, backlog: u32, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    (0..workers).map(|_| bind_std(addr, backlog)).collect()
+}
+
+/// Multiplier of the steering hash (Knuth's golden-ratio constant): spreads nearby IPs apart.
+pub const STEER_MULTIPLIER: u32 = 0x9E37_79B1;
+
+/// The worker the steering program sends client `ip` to, out of `workers`: the same formula as
+/// the cBPF program, `(ip * 0x9E3779B1 >> 16) % workers`, for tests and for sharding by core.
+pub fn steered_worker(ip: std::net::Ipv4Addr, workers: u32) -> u32 {
+    (u32::from(ip).wrapping_mul(STEER_MULTIPLIER) >> 16) % workers.max(1)
+}
+
+/// Attaches a classic BPF program to the `SO_REUSEPORT` group of `member` that sends every
+/// connection from one client IPv4 to the same socket (worker), so a client's connections meet
+/// the same per-core caches and persistence shard. Every socket of the group must already listen.
+/// IPv4 only: the program reads the IPv4 source address.
+pub fn attach_client_ip_steering(member: &std::net::TcpListener, workers: u32) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Classic BPF opcodes (linux/filter.h).
+    const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+    const ALU_MUL_K: u16 = 0x04 | 0x20;
+    const ALU_RSH_K: u16 = 0x04 | 0x70;
+    const ALU_MOD_K: u16 = 0x04 | 0x90;
+    const RET_A: u16 = 0x06 | 0x10;
+    /// `SKF_NET_OFF + 12`: the IPv4 source address, counted from the network header.
+    const SRC_ADDR: u32 = (-0x10_0000i32 + 12) as u32;
+    let insn = |code: u16, k: u32| libc::sock_filter { code, jt: 0, jf: 0, k };
+    let mut program = [
+        insn(LD_W_ABS, SRC_ADDR),
+        insn(ALU_MUL_K, STEER_MULTIPLIER),
+        insn(ALU_RSH_K, 16),
+        insn(ALU_MOD_K, workers.max(1)),
+        insn(RET_A, 0),
+    ];
+    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    // SAFETY: `fprog` points at `program`, alive for the call; the kernel copies it.
+    let rc = unsafe {
+        libc::setsockopt(
+            member.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Stops a [`Listener`]: its pending and future accepts fail, and new connections are refused once

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use rustls::server::ProducesTickets;
 use rustls::{ClientConfig, ServerConfig};
 
-use crate::balance::SmoothRoundRobin;
+use crate::balance::select::{Balancer, SharedBalance};
 use crate::config::{Mode, Service};
 use crate::net::TcpStream;
 use crate::tls::ep_monitor::EpMonitor;
@@ -35,6 +35,8 @@ pub struct SharedService {
     pub front_tls: Option<ServerConfig>,
     /// Which certificate a client gets for its SNI (offload, reencrypt).
     pub resolver: Option<Arc<server::SniResolver>>,
+    /// Server health, connection counts, Maglev table and persistence map.
+    pub balance: Arc<SharedBalance>,
     /// Extended Protection monitor (reencrypt with `extended_protection = true`).
     pub ep: Option<Arc<EpMonitor>>,
 }
@@ -61,10 +63,12 @@ impl SharedService {
             }
             _ => None,
         };
+        let balance = Arc::new(SharedBalance::new(&config));
         Ok(Self {
             config,
             front_tls,
             resolver,
+            balance,
             ep,
         })
     }
@@ -74,8 +78,8 @@ impl SharedService {
 pub struct ServiceState {
     /// What all workers share.
     pub shared: Arc<SharedService>,
-    /// This worker's round-robin position.
-    pub scheduler: RefCell<SmoothRoundRobin>,
+    /// This worker's balancer (its own round-robin position over the shared state).
+    pub balancer: RefCell<Balancer>,
     /// This worker's server config (own session cache, shared ticketer).
     pub front_tls: Option<Arc<ServerConfig>>,
     /// This worker's client config per server (own resumption cache each), for reencrypt.
@@ -86,8 +90,7 @@ impl ServiceState {
     /// Per-worker state for a service; `worker` staggers the round-robin start.
     pub fn new(shared: Arc<SharedService>, worker: usize) -> Result<Self, TlsSetupError> {
         let config = &shared.config;
-        let scheduler =
-            SmoothRoundRobin::new(config.servers.iter().map(|s| s.weight.get())).with_phase(worker);
+        let balancer = Balancer::new(shared.balance.clone(), worker);
         let front_tls = shared.front_tls.as_ref().map(server::for_worker);
         let backend_tls = match &config.backend_tls {
             Some(b) if config.mode == Mode::Reencrypt => config
@@ -98,7 +101,7 @@ impl ServiceState {
             _ => Vec::new(),
         };
         Ok(Self {
-            scheduler: RefCell::new(scheduler),
+            balancer: RefCell::new(balancer),
             front_tls,
             backend_tls,
             shared,
@@ -108,6 +111,35 @@ impl ServiceState {
     /// The validated configuration of this service.
     pub fn config(&self) -> &Service {
         &self.shared.config
+    }
+}
+
+/// A connected (and, for reencrypt, handshaken) server side of one client's connection.
+pub struct Upstream<S> {
+    /// The stream to the server.
+    pub stream: S,
+    /// The server's address.
+    pub address: SocketAddr,
+    /// Counts this connection against its server (least connections, metrics) while it lives.
+    _count: crate::balance::ConnCountGuard,
+}
+
+impl ServiceState {
+    /// The servers to try for `peer`, best first; logs and returns an empty list when no server
+    /// is usable (every one down), so the client is closed at once.
+    pub(crate) fn plan(&self, peer: SocketAddr) -> Vec<usize> {
+        let order = self.balancer.borrow_mut().plan(peer.ip());
+        if order.is_empty() {
+            tracing::warn!(service = %self.config().name, client = %peer, "every server is down; closing the client");
+        }
+        order
+    }
+
+    /// Wraps the stream of a successful connection to server `index` for client `peer`.
+    pub(crate) fn upstream<S>(&self, peer: SocketAddr, index: usize, stream: S) -> Upstream<S> {
+        let address = self.config().servers[index].address;
+        let count = self.balancer.borrow().connected(peer.ip(), index);
+        Upstream { stream, address, _count: count }
     }
 }
 

@@ -40,11 +40,11 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
         tracing::info!(service = %config.name, client = %peer, error = %e, "client TLS handshake failed (side=client)");
         return;
     }
-    let Some((server, address)) = connect_plain(service, peer).await else {
+    let Some(server) = connect_plain(service, peer).await else {
         return;
     };
-    guard.set_server_fd(server.raw_fd());
+    guard.set_server_fd(server.stream.raw_fd());
     let started = Instant::now();
-    let outcome = relay(&client, &server, guard).await;
-    log_close(service, peer, address, guard, &outcome, started);
+    let outcome = relay(&client, &server.stream, guard).await;
+    log_close(service, peer, server.address, guard, &outcome, started);
 }

@@ -14,7 +14,7 @@ use rustls_pki_types::ServerName;
 
 use super::registry::ConnGuard;
 use super::relay::relay;
-use super::{log_close, ServiceState};
+use super::{log_close, ServiceState, Upstream};
 use crate::net::deadline::Deadline;
 use crate::net::{connect::connect, TcpStream};
 use crate::tls::accept::{read_client_hello, send_alert};
@@ -41,8 +41,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
         .map(|list| list.map(<[u8]>::to_vec).collect())
         .unwrap_or_default();
 
-    let Some((server, address)) =
-        connect_tls(service, peer, client_sni.as_deref(), &alpn, guard).await
+    let Some(server) = connect_tls(service, peer, client_sni.as_deref(), &alpn, guard).await
     else {
         return;
     };
@@ -52,7 +51,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
         front.clone()
     } else {
         let mut cfg = (**front).clone();
-        cfg.alpn_protocols = server.with_conn(|c| {
+        cfg.alpn_protocols = server.stream.with_conn(|c| {
             c.alpn_protocol()
                 .map(|p| vec![p.to_vec()])
                 .unwrap_or_default()
@@ -73,8 +72,8 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
         return;
     }
     let started = Instant::now();
-    let outcome = relay(&client, &server, guard).await;
-    log_close(service, peer, address, guard, &outcome, started);
+    let outcome = relay(&client, &server.stream, guard).await;
+    log_close(service, peer, server.address, guard, &outcome, started);
 }
 
 /// Connects and handshakes with the scheduled server, failing over to each other server once on a
@@ -85,10 +84,13 @@ async fn connect_tls(
     client_sni: Option<&str>,
     alpn: &[Vec<u8>],
     guard: &ConnGuard,
-) -> Option<(TlsStream, SocketAddr)> {
+) -> Option<Upstream<TlsStream>> {
     let config = service.config();
     let backend = config.backend_tls.as_ref()?;
-    let order = service.scheduler.borrow_mut().failover_order();
+    let order = service.plan(peer);
+    if order.is_empty() {
+        return None;
+    }
     for index in order {
         let address = config.servers[index].address;
         let tcp = match connect(address, config.connect_timeout).await {
@@ -142,7 +144,7 @@ async fn connect_tls(
                 }
             }
         }
-        return Some((server, address));
+        return Some(service.upstream(peer, index, server));
     }
     tracing::warn!(service = %config.name, client = %peer, "no server could be reached over TLS; closing the client");
     None

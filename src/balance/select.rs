@@ -1,0 +1,142 @@
+//! The choice of a server for one new connection, in the order DESIGN.md gives: the persistence
+//! map, then the scheduler, among the servers the health checks (and, later, the admin) allow.
+//!
+//! [`SharedBalance`] is what all workers share (health per server, connection counts, the Maglev
+//! table, the persistence map: atomics and lock-free structures only); [`Balancer`] is one
+//! worker's view, with its own round-robin position. Nothing here locks or blocks.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use super::least_conn::{ConnCountGuard, ConnCounts};
+use super::maglev::{SharedMaglev, DEFAULT_TABLE_SIZE};
+use super::persistence::PersistenceMap;
+use super::round_robin::SmoothRoundRobin;
+use crate::backend::state::ServerState;
+use crate::config::{Schedule, Service};
+
+/// Seconds since the process started, the persistence map's clock.
+pub fn now_secs() -> u32 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let secs = START.get_or_init(Instant::now).elapsed().as_secs();
+    u32::try_from(secs).unwrap_or(u32::MAX)
+}
+
+/// Balancing state of one service shared by every worker.
+#[derive(Debug)]
+pub struct SharedBalance {
+    /// Health (and later admin state) per server, in config order.
+    pub servers: Vec<Arc<ServerState>>,
+    /// Open connections per server, across cores (least-connections, metrics).
+    pub counts: Arc<ConnCounts>,
+    /// The Maglev table of `schedule = "source-hash"`.
+    pub maglev: Option<Arc<SharedMaglev>>,
+    /// Client IP → server, with `persistence = { mode = "source-ip" }`.
+    pub persistence: Option<Arc<PersistenceMap>>,
+    schedule: Schedule,
+    weights: Vec<u32>,
+    keys: Vec<String>,
+}
+
+impl SharedBalance {
+    /// Balancing state for `service`; every server starts up.
+    pub fn new(service: &Service) -> Self {
+        let servers: Vec<Arc<ServerState>> = service.servers.iter().map(|_| Arc::new(ServerState::new(true))).collect();
+        let weights: Vec<u32> = service.servers.iter().map(|s| s.weight.get()).collect();
+        let keys: Vec<String> = service.servers.iter().map(|s| s.address.to_string()).collect();
+        let maglev = (service.schedule == Schedule::SourceHash).then(|| {
+            let members: Vec<(&str, u32, bool)> = keys.iter().zip(&weights).map(|(k, w)| (k.as_str(), *w, true)).collect();
+            Arc::new(SharedMaglev::new(&members, DEFAULT_TABLE_SIZE))
+        });
+        let persistence = service.persistence.map(|p| {
+            let timeout = u32::try_from(p.timeout.as_secs()).unwrap_or(u32::MAX).max(1);
+            Arc::new(PersistenceMap::new(p.capacity, timeout))
+        });
+        Self { counts: ConnCounts::new(servers.len()), servers, maglev, persistence, schedule: service.schedule, weights, keys }
+    }
+
+    /// Rebuilds the Maglev table from the servers' current state, if this service uses one.
+    /// Called off the connection path when a server's health changes.
+    pub fn rebuild_maglev(&self) {
+        if let Some(maglev) = &self.maglev {
+            let members: Vec<(&str, u32, bool)> = self
+                .keys
+                .iter()
+                .zip(&self.weights)
+                .zip(&self.servers)
+                .map(|((k, w), s)| (k.as_str(), *w, s.is_usable()))
+                .collect();
+            maglev.rebuild(&members);
+        }
+    }
+
+    /// Whether server `index` may take a new connection.
+    pub fn usable(&self, index: usize) -> bool {
+        self.servers.get(index).is_some_and(|s| s.is_usable())
+    }
+}
+
+/// One worker's balancer for one service.
+#[derive(Debug)]
+pub struct Balancer {
+    shared: Arc<SharedBalance>,
+    round_robin: SmoothRoundRobin,
+    tie: usize,
+}
+
+impl Balancer {
+    /// This worker's balancer; `worker` staggers where its rotation starts.
+    pub fn new(shared: Arc<SharedBalance>, worker: usize) -> Self {
+        let round_robin = SmoothRoundRobin::new(shared.weights.iter().copied()).with_phase(worker);
+        Self { shared, round_robin, tie: worker }
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<SharedBalance> {
+        &self.shared
+    }
+
+    /// The servers to try for `client`, best first: its persisted server if it has a live entry
+    /// and that server is usable, else the scheduler's choice; then every other usable server
+    /// once (failover). Empty when no server is usable: the client is closed at once.
+    pub fn plan(&mut self, client: IpAddr) -> Vec<usize> {
+        let shared = self.shared.clone();
+        let usable = |i: usize| shared.usable(i);
+        let persisted = shared
+            .persistence
+            .as_ref()
+            .and_then(|map| map.get(client, now_secs()))
+            .map(usize::from)
+            .filter(|&i| usable(i));
+        let first = persisted.or_else(|| match shared.schedule {
+            Schedule::RoundRobin => self.round_robin.pick_usable(usable),
+            Schedule::LeastConnections => {
+                self.tie = self.tie.wrapping_add(1);
+                shared.counts.pick(&shared.weights, usable, self.tie)
+            }
+            Schedule::SourceHash => shared
+                .maglev
+                .as_ref()
+                .and_then(|m| m.lookup(client))
+                .filter(|&i| usable(i))
+                // The table is rebuilt shortly after a health change; until then, fall back.
+                .or_else(|| self.round_robin.pick_usable(usable)),
+        });
+        let Some(first) = first else { return Vec::new() };
+        let n = shared.servers.len();
+        let mut order = Vec::with_capacity(n);
+        order.push(first);
+        order.extend((1..n).map(|k| (first + k) % n).filter(|&i| usable(i)));
+        order
+    }
+
+    /// Records that `client` is now served by server `index`: counts the connection for as long
+    /// as the returned guard lives, and (re)writes the client's persistence entry.
+    pub fn connected(&self, client: IpAddr, index: usize) -> ConnCountGuard {
+        if let (Some(map), Ok(server)) = (&self.shared.persistence, u16::try_from(index)) {
+            map.insert(client, server, now_secs());
+        }
+        self.shared.counts.acquire(index)
+    }
+}
