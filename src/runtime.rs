@@ -24,6 +24,7 @@ use crate::proxy::{ServiceState, SharedService};
 use crate::tls::client::Verify;
 
 mod accept;
+mod health;
 mod listeners;
 
 /// After the drain timeout, how long shut-down connections get to unwind before the worker exits.
@@ -170,7 +171,17 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         let ready_tx = ready_tx.clone();
         let handle = std::thread::Builder::new()
             .name(format!("ringmaster-w{worker}"))
-            .spawn(move || worker_thread(worker, cpu, services, sockets, stop_rx, ready_tx, drain_timeout))
+            .spawn(move || {
+                worker_thread(
+                    worker,
+                    cpu,
+                    services,
+                    sockets,
+                    stop_rx,
+                    ready_tx,
+                    drain_timeout,
+                )
+            })
             .map_err(|source| RuntimeError::Spawn { worker, source })?;
         handles.push(handle);
     }
@@ -212,6 +223,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     }
     tracing::info!(workers = cpus.len(), ?cpus, "ringmaster ready");
     check_extended_protection_at_start(&services);
+    let checkers = health::start(&services);
 
     // Signals are handled on their own thread; this one waits for the workers.
     let signal_handle = signals.handle();
@@ -238,6 +250,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         }
     }
     signal_handle.close();
+    checkers.stop();
     tracing::info!("all workers stopped");
     Ok(())
 }
@@ -286,7 +299,10 @@ async fn worker_main(
         match ServiceState::new(shared.clone(), worker) {
             Ok(state) => listeners.push((Listener::from_std(socket), Rc::new(state))),
             Err(e) => {
-                let _ = ready_tx.send(Err(format!("service {}: TLS setup failed: {e}", shared.config.name)));
+                let _ = ready_tx.send(Err(format!(
+                    "service {}: TLS setup failed: {e}",
+                    shared.config.name
+                )));
                 return;
             }
         }

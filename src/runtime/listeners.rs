@@ -11,8 +11,13 @@ use crate::proxy::SharedService;
 
 /// Binds `workers` sockets for each service and returns them per worker: `result[w][s]` is worker
 /// `w`'s socket for service `s`.
-pub fn bind_all(services: &[Arc<SharedService>], workers: usize) -> Result<Vec<Vec<TcpListener>>, RuntimeError> {
-    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers).map(|_| Vec::with_capacity(services.len())).collect();
+pub fn bind_all(
+    services: &[Arc<SharedService>],
+    workers: usize,
+) -> Result<Vec<Vec<TcpListener>>, RuntimeError> {
+    let mut per_worker: Vec<Vec<TcpListener>> = (0..workers)
+        .map(|_| Vec::with_capacity(services.len()))
+        .collect();
     for shared in services {
         let service = &shared.config;
         let group = bind_group(service.listen, service.backlog, workers).map_err(|e| {
@@ -21,7 +26,11 @@ pub fn bind_all(services: &[Arc<SharedService>], workers: usize) -> Result<Vec<V
             } else {
                 ""
             };
-            RuntimeError::Bind { service: service.name.clone(), address: service.listen, message: format!("{e}{hint}") }
+            RuntimeError::Bind {
+                service: service.name.clone(),
+                address: service.listen,
+                message: format!("{e}{hint}"),
+            }
         })?;
         if service.steer == Steer::ClientIp {
             steer(&service.name, service.listen, &group);
@@ -42,7 +51,11 @@ fn steer(service: &str, listen: std::net::SocketAddr, group: &[TcpListener]) {
     }
     let workers = u32::try_from(group.len()).unwrap_or(u32::MAX);
     match attach_client_ip_steering(first, workers) {
-        Ok(()) => tracing::info!(service, %listen, workers, "client-IP steering attached: each client IPv4 always lands on the same worker"),
-        Err(e) => tracing::warn!(service, %listen, error = %e, "the kernel refused the client-IP steering program; using its default spreading"),
+        Ok(()) => {
+            tracing::info!(service, %listen, workers, "client-IP steering attached: each client IPv4 always lands on the same worker")
+        }
+        Err(e) => {
+            tracing::warn!(service, %listen, error = %e, "the kernel refused the client-IP steering program; using its default spreading")
+        }
     }
 }
