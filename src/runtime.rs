@@ -297,7 +297,13 @@ async fn worker_main(
     let mut listeners = Vec::with_capacity(services.len());
     for (shared, socket) in services.iter().zip(sockets) {
         match ServiceState::new(shared.clone(), worker) {
-            Ok(state) => listeners.push((Listener::from_std(socket), Rc::new(state))),
+            Ok(state) => {
+                let state = Rc::new(state);
+                if state.tls_pool.is_some() || state.tcp_pool.is_some() {
+                    ring::spawn(crate::proxy::warm::refill(state.clone()));
+                }
+                listeners.push((Listener::from_std(socket), state));
+            }
             Err(e) => {
                 let _ = ready_tx.send(Err(format!(
                     "service {}: TLS setup failed: {e}",

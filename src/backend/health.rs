@@ -474,11 +474,19 @@ fn request(
     // early or inject a header.
     let visible = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
     if !visible(&http.path) {
-        return Err(refuse("path", &http.path, "spaces and control characters are not allowed"));
+        return Err(refuse(
+            "path",
+            &http.path,
+            "spaces and control characters are not allowed",
+        ));
     }
     let host = match &http.host {
         Some(host) if host.is_empty() || !visible(host) => {
-            return Err(refuse("host", host, "it must be a non-empty name without spaces"))
+            return Err(refuse(
+                "host",
+                host,
+                "it must be a non-empty name without spaces",
+            ))
         }
         Some(host) => host.clone(),
         None => default_host(address, default_port),
@@ -523,7 +531,9 @@ fn without_port(host: &str) -> &str {
     }
     match host.rsplit_once(':') {
         Some((name, port))
-            if !name.contains(':') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) =>
+            if !name.contains(':')
+                && !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit()) =>
         {
             name
         }
@@ -551,14 +561,24 @@ mod tests {
 
     #[test]
     fn request_bytes() {
-        let req = request("svc", &http_check("/owa/healthcheck.htm", None), addr("10.0.0.11:443"), 443)
-            .expect("request");
+        let req = request(
+            "svc",
+            &http_check("/owa/healthcheck.htm", None),
+            addr("10.0.0.11:443"),
+            443,
+        )
+        .expect("request");
         assert_eq!(
             req,
             b"GET /owa/healthcheck.htm HTTP/1.1\r\nHost: 10.0.0.11\r\nConnection: close\r\nUser-Agent: ringmaster-health\r\n\r\n"
         );
-        let req = request("svc", &http_check("/", Some("mail.example.com")), addr("[::1]:8080"), 80)
-            .expect("request");
+        let req = request(
+            "svc",
+            &http_check("/", Some("mail.example.com")),
+            addr("[::1]:8080"),
+            80,
+        )
+        .expect("request");
         assert!(req.starts_with(b"GET / HTTP/1.1\r\nHost: mail.example.com\r\n"));
         assert_eq!(default_host(addr("[::1]:8080"), 80), "[::1]:8080");
         assert_eq!(default_host(addr("10.0.0.1:80"), 80), "10.0.0.1");

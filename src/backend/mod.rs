@@ -1,9 +1,11 @@
 //! Real servers as the rest of the balancer sees them: their shared [`state`] (health, read on
-//! every new connection) and the [`health`] checkers that keep it current.
+//! every new connection), the [`health`] checkers that keep it current, and each core's warm
+//! [`pool`] of idle server connections.
 //!
 //! The checkers run on plain std threads, off the workers; the workers only read atomics.
 
 pub mod health;
+pub mod pool;
 pub mod state;
 
 pub use health::{

@@ -42,18 +42,40 @@ pub struct SharedBalance {
 impl SharedBalance {
     /// Balancing state for `service`; every server starts up.
     pub fn new(service: &Service) -> Self {
-        let servers: Vec<Arc<ServerState>> = service.servers.iter().map(|_| Arc::new(ServerState::new(true))).collect();
+        let servers: Vec<Arc<ServerState>> = service
+            .servers
+            .iter()
+            .map(|_| Arc::new(ServerState::new(true)))
+            .collect();
         let weights: Vec<u32> = service.servers.iter().map(|s| s.weight.get()).collect();
-        let keys: Vec<String> = service.servers.iter().map(|s| s.address.to_string()).collect();
+        let keys: Vec<String> = service
+            .servers
+            .iter()
+            .map(|s| s.address.to_string())
+            .collect();
         let maglev = (service.schedule == Schedule::SourceHash).then(|| {
-            let members: Vec<(&str, u32, bool)> = keys.iter().zip(&weights).map(|(k, w)| (k.as_str(), *w, true)).collect();
+            let members: Vec<(&str, u32, bool)> = keys
+                .iter()
+                .zip(&weights)
+                .map(|(k, w)| (k.as_str(), *w, true))
+                .collect();
             Arc::new(SharedMaglev::new(&members, DEFAULT_TABLE_SIZE))
         });
         let persistence = service.persistence.map(|p| {
-            let timeout = u32::try_from(p.timeout.as_secs()).unwrap_or(u32::MAX).max(1);
+            let timeout = u32::try_from(p.timeout.as_secs())
+                .unwrap_or(u32::MAX)
+                .max(1);
             Arc::new(PersistenceMap::new(p.capacity, timeout))
         });
-        Self { counts: ConnCounts::new(servers.len()), servers, maglev, persistence, schedule: service.schedule, weights, keys }
+        Self {
+            counts: ConnCounts::new(servers.len()),
+            servers,
+            maglev,
+            persistence,
+            schedule: service.schedule,
+            weights,
+            keys,
+        }
     }
 
     /// Rebuilds the Maglev table from the servers' current state, if this service uses one.
@@ -89,7 +111,11 @@ impl Balancer {
     /// This worker's balancer; `worker` staggers where its rotation starts.
     pub fn new(shared: Arc<SharedBalance>, worker: usize) -> Self {
         let round_robin = SmoothRoundRobin::new(shared.weights.iter().copied()).with_phase(worker);
-        Self { shared, round_robin, tie: worker }
+        Self {
+            shared,
+            round_robin,
+            tie: worker,
+        }
     }
 
     /// The shared state.
@@ -123,7 +149,9 @@ impl Balancer {
                 // The table is rebuilt shortly after a health change; until then, fall back.
                 .or_else(|| self.round_robin.pick_usable(usable)),
         });
-        let Some(first) = first else { return Vec::new() };
+        let Some(first) = first else {
+            return Vec::new();
+        };
         let n = shared.servers.len();
         let mut order = Vec::with_capacity(n);
         order.push(first);

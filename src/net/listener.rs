@@ -28,8 +28,13 @@ impl Listener {
 
     /// Takes over a socket made by [`bind_group`]; must be called on the worker's thread.
     pub fn from_std(listener: std::net::TcpListener) -> Self {
-        let addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Self { inner: tokio_uring::net::TcpListener::from_std(listener), addr }
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        Self {
+            inner: tokio_uring::net::TcpListener::from_std(listener),
+            addr,
+        }
     }
 
     /// The address this listener was bound to.
@@ -55,7 +60,11 @@ impl Listener {
 
 /// A listening `SO_REUSEPORT` socket (blocking, close-on-exec).
 pub fn bind_std(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM.cloexec(), Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM.cloexec(),
+        Some(Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
@@ -66,7 +75,11 @@ pub fn bind_std(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListe
 /// One listening socket per worker for `addr`, made in worker order: in the kernel's
 /// `SO_REUSEPORT` group, socket *i* (the *i*-th to call `listen`) belongs to worker *i*, which is
 /// what [`attach_client_ip_steering`] relies on.
-pub fn bind_group(addr: SocketAddr, backlog: u32, workers: usize) -> io::Result<Vec<std::net::TcpListener>> {
+pub fn bind_group(
+    addr: SocketAddr,
+    backlog: u32,
+    workers: usize,
+) -> io::Result<Vec<std::net::TcpListener>> {
     (0..workers).map(|_| bind_std(addr, backlog)).collect()
 }
 
@@ -93,7 +106,12 @@ pub fn attach_client_ip_steering(member: &std::net::TcpListener, workers: u32) -
     const RET_A: u16 = 0x06 | 0x10;
     /// `SKF_NET_OFF + 12`: the IPv4 source address, counted from the network header.
     const SRC_ADDR: u32 = (-0x10_0000i32 + 12) as u32;
-    let insn = |code: u16, k: u32| libc::sock_filter { code, jt: 0, jf: 0, k };
+    let insn = |code: u16, k: u32| libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    };
     let mut program = [
         insn(LD_W_ABS, SRC_ADDR),
         insn(ALU_MUL_K, STEER_MULTIPLIER),
@@ -101,7 +119,10 @@ pub fn attach_client_ip_steering(member: &std::net::TcpListener, workers: u32) -
         insn(ALU_MOD_K, workers.max(1)),
         insn(RET_A, 0),
     ];
-    let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_mut_ptr(),
+    };
     // SAFETY: `fprog` points at `program`, alive for the call; the kernel copies it.
     let rc = unsafe {
         libc::setsockopt(

@@ -4,6 +4,7 @@
 //! - [`offload`]: TLS from the client, plain TCP to the server.
 //! - [`reencrypt`]: TLS from the client, new TLS to the server, ALPN passed through.
 //! - [`relay`]: the bidirectional copy shared by every mode.
+//! - [`warm`]: keeping each core's warm pools of server connections filled.
 //! - [`registry`]: per-core connection registry, idle timeouts and drain accounting.
 
 pub mod offload;
@@ -11,6 +12,7 @@ pub mod passthrough;
 pub mod reencrypt;
 pub mod registry;
 pub mod relay;
+pub mod warm;
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -84,6 +86,10 @@ pub struct ServiceState {
     pub front_tls: Option<Arc<ServerConfig>>,
     /// This worker's client config per server (own resumption cache each), for reencrypt.
     pub backend_tls: Vec<Arc<ClientConfig>>,
+    /// Idle handshaken server connections (reencrypt with `warm > 0`).
+    pub tls_pool: Option<warm::TlsPool>,
+    /// Idle connected server sockets (offload with `warm > 0`).
+    pub tcp_pool: Option<warm::TcpPool>,
 }
 
 impl ServiceState {
@@ -100,7 +106,10 @@ impl ServiceState {
                 .collect::<Result<Vec<_>, _>>()?,
             _ => Vec::new(),
         };
+        let (tls_pool, tcp_pool) = warm::pools(config);
         Ok(Self {
+            tls_pool,
+            tcp_pool,
             balancer: RefCell::new(balancer),
             front_tls,
             backend_tls,
@@ -139,7 +148,11 @@ impl ServiceState {
     pub(crate) fn upstream<S>(&self, peer: SocketAddr, index: usize, stream: S) -> Upstream<S> {
         let address = self.config().servers[index].address;
         let count = self.balancer.borrow().connected(peer.ip(), index);
-        Upstream { stream, address, _count: count }
+        Upstream {
+            stream,
+            address,
+            _count: count,
+        }
     }
 }
 

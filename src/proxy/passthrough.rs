@@ -21,7 +21,10 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
 
 /// Connects to the chosen server, failing over to each other usable server once. `None` (logged)
 /// when every server refused, timed out or is down.
-pub(crate) async fn connect_plain(service: &ServiceState, peer: SocketAddr) -> Option<Upstream<TcpStream>> {
+pub(crate) async fn connect_plain(
+    service: &ServiceState,
+    peer: SocketAddr,
+) -> Option<Upstream<TcpStream>> {
     let config = service.config();
     let order = service.plan(peer);
     if order.is_empty() {
@@ -29,6 +32,13 @@ pub(crate) async fn connect_plain(service: &ServiceState, peer: SocketAddr) -> O
     }
     for index in order {
         let address = config.servers[index].address;
+        if let Some(server) = service
+            .tcp_pool
+            .as_ref()
+            .and_then(|pool| pool.take(index, &()))
+        {
+            return Some(service.upstream(peer, index, server));
+        }
         match connect(address, config.connect_timeout).await {
             Ok(server) => return Some(service.upstream(peer, index, server)),
             Err(e) => {

@@ -41,8 +41,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
         .map(|list| list.map(<[u8]>::to_vec).collect())
         .unwrap_or_default();
 
-    let Some(server) = connect_tls(service, peer, client_sni.as_deref(), &alpn, guard).await
-    else {
+    let Some(server) = connect_tls(service, peer, client_sni.as_deref(), &alpn, guard).await else {
         return;
     };
 
@@ -86,66 +85,92 @@ async fn connect_tls(
     guard: &ConnGuard,
 ) -> Option<Upstream<TlsStream>> {
     let config = service.config();
-    let backend = config.backend_tls.as_ref()?;
     let order = service.plan(peer);
     if order.is_empty() {
         return None;
     }
     for index in order {
         let address = config.servers[index].address;
-        let tcp = match connect(address, config.connect_timeout).await {
-            Ok(tcp) => tcp,
-            Err(e) => {
-                tracing::warn!(service = %config.name, server = %address, client = %peer, error = %e, "connect to server failed; trying the next one");
-                continue;
-            }
-        };
-        guard.set_server_fd(tcp.raw_fd());
-        let name = backend
-            .sni
-            .clone()
-            .or_else(|| client_sni.and_then(|s| ServerName::try_from(s.to_owned()).ok()))
-            .unwrap_or_else(|| ServerName::IpAddress(address.ip().into()));
-        let conn = match ClientConnection::new_with_alpn(
-            service.backend_tls[index].clone(),
-            name,
-            alpn.to_vec(),
-        ) {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::error!(service = %config.name, server = %address, error = %e, "cannot start server TLS session");
-                continue;
-            }
-        };
-        let server = TlsStream::new(tcp, Connection::Client(conn), None);
-        // The handshake gets the connect timeout too: a server that accepts TCP but never
-        // answers TLS is skipped like one that refuses the connection.
-        let deadline = Deadline::arm(server.tcp().raw_fd(), config.connect_timeout);
-        if let Err(e) = server.handshake().await {
-            let why = if deadline.fired() {
-                format!("no TLS answer within {:?}", config.connect_timeout)
-            } else {
-                e.to_string()
-            };
-            tracing::warn!(service = %config.name, server = %address, client = %peer, error = %why, "server TLS handshake failed (side=server); trying the next server");
-            continue;
-        }
-        drop(deadline);
-        if let (Some(ep), Some(resolver)) = (&service.shared.ep, &service.shared.resolver) {
-            let full =
-                server.with_conn(|c| c.handshake_kind() == Some(rustls::HandshakeKind::Full));
-            if full {
-                if let Some(cert) = server.with_conn(|c| {
-                    c.peer_certificates()
-                        .and_then(|certs| certs.first().cloned())
-                }) {
-                    // Compare with what this client is about to be shown for its SNI.
-                    ep.observe(index, cert.as_ref(), &resolver.select(client_sni));
-                }
+        let name = server_name(service, index, client_sni);
+        if let Some(pool) = &service.tls_pool {
+            let key = (name.clone(), alpn.to_vec());
+            pool.learn(index, &key);
+            if let Some(server) = pool.take(index, &key) {
+                guard.set_server_fd(server.tcp().raw_fd());
+                return Some(service.upstream(peer, index, server));
             }
         }
-        return Some(service.upstream(peer, index, server));
+        match open_tls(service, index, name, alpn, client_sni).await {
+            Ok(server) => {
+                guard.set_server_fd(server.tcp().raw_fd());
+                return Some(service.upstream(peer, index, server));
+            }
+            Err(why) => {
+                tracing::warn!(service = %config.name, server = %address, client = %peer, error = %why, "server connection failed (side=server); trying the next server");
+            }
+        }
     }
     tracing::warn!(service = %config.name, client = %peer, "no server could be reached over TLS; closing the client");
     None
+}
+
+/// The name sent to server `index` as SNI and verified: `backend_tls.sni`, else the client's SNI,
+/// else the server's IP address.
+pub(crate) fn server_name(
+    service: &ServiceState,
+    index: usize,
+    client_sni: Option<&str>,
+) -> ServerName<'static> {
+    let config = service.config();
+    config
+        .backend_tls
+        .as_ref()
+        .and_then(|b| b.sni.clone())
+        .or_else(|| client_sni.and_then(|s| ServerName::try_from(s.to_owned()).ok()))
+        .unwrap_or_else(|| ServerName::IpAddress(config.servers[index].address.ip().into()))
+}
+
+/// Connects to server `index` and completes a TLS handshake offering `alpn`, each step bounded
+/// by `connect_timeout` (a server that accepts TCP but never answers TLS is given up like one
+/// that refuses). A full handshake is checked by the Extended Protection monitor against the
+/// certificate a client asking for `front_sni` gets.
+pub(crate) async fn open_tls(
+    service: &ServiceState,
+    index: usize,
+    name: ServerName<'static>,
+    alpn: &[Vec<u8>],
+    front_sni: Option<&str>,
+) -> Result<TlsStream, String> {
+    let config = service.config();
+    let address = config.servers[index].address;
+    let tcp = connect(address, config.connect_timeout)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let conn =
+        ClientConnection::new_with_alpn(service.backend_tls[index].clone(), name, alpn.to_vec())
+            .map_err(|e| format!("cannot start the TLS session: {e}"))?;
+    let server = TlsStream::new(tcp, Connection::Client(conn), None);
+    let deadline = Deadline::arm(server.tcp().raw_fd(), config.connect_timeout);
+    if let Err(e) = server.handshake().await {
+        return Err(if deadline.fired() {
+            format!(
+                "TLS handshake: no TLS answer within {:?}",
+                config.connect_timeout
+            )
+        } else {
+            format!("TLS handshake: {e}")
+        });
+    }
+    drop(deadline);
+    if let (Some(ep), Some(resolver)) = (&service.shared.ep, &service.shared.resolver) {
+        let full = server.with_conn(|c| c.handshake_kind() == Some(rustls::HandshakeKind::Full));
+        let cert = server.with_conn(|c| {
+            c.peer_certificates()
+                .and_then(|certs| certs.first().cloned())
+        });
+        if let (true, Some(cert)) = (full, cert) {
+            ep.observe(index, cert.as_ref(), &resolver.select(front_sni));
+        }
+    }
+    Ok(server)
 }

@@ -211,6 +211,70 @@ impl TlsStream {
         }
     }
 
+    /// For an idle connection nobody reads (a warm pool's): takes in, without blocking, whatever
+    /// the peer sent meanwhile — session tickets are fine; application data, an alert or EOF
+    /// make the connection unusable. Returns whether it can still carry a new client.
+    pub fn absorb_pending(&self) -> bool {
+        /// One read of what an idle peer may have sent: tickets, a KeyUpdate, an alert.
+        const PEEK: usize = 4096;
+        // Ciphertext that arrived with the handshake and was not needed by it.
+        let leftover = {
+            let mut rx = self.rx.borrow_mut();
+            if rx.eof {
+                return false;
+            }
+            let len = rx.buf.as_ref().map_or(0, Vec::len);
+            let bytes = rx
+                .buf
+                .as_deref()
+                .map_or(Vec::new(), |b| b[rx.start.min(len)..].to_vec());
+            rx.start = len;
+            bytes
+        };
+        if !self.absorb(&leftover) {
+            return false;
+        }
+        let mut buf = [0u8; PEEK];
+        loop {
+            // SAFETY: a non-blocking recv into a stack buffer; no io_uring read is in flight on
+            // an idle pooled connection.
+            let n = unsafe {
+                libc::recv(
+                    self.tcp.raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            match n {
+                n if n < 0 => {
+                    return io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+                }
+                0 => return false,
+                n => {
+                    if !self.absorb(&buf[..n as usize]) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Feeds `bytes` to rustls; false if that produced an error, plaintext or a close.
+    fn absorb(&self, mut bytes: &[u8]) -> bool {
+        let mut conn = self.conn.borrow_mut();
+        while !bytes.is_empty() {
+            if conn.read_tls(&mut bytes).is_err() {
+                return false;
+            }
+            match conn.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Copies decrypted plaintext into `buf`. `Some(0)` is a clean EOF, `None` means none buffered.
     /// `buf` is used up to its capacity; on `Some(n)` its length is `n`.
     fn take_plaintext(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {

@@ -104,10 +104,18 @@ mod tests {
             for fall in 1..=5 {
                 let mut h = Hysteresis::new(rise, fall, true);
                 for i in 1..fall {
-                    assert_eq!(h.record(false), None, "rise {rise} fall {fall}: failure {i}");
+                    assert_eq!(
+                        h.record(false),
+                        None,
+                        "rise {rise} fall {fall}: failure {i}"
+                    );
                     assert_eq!(h.progress(), (i, fall));
                 }
-                assert_eq!(h.record(false), Some(Health::Down), "rise {rise} fall {fall}");
+                assert_eq!(
+                    h.record(false),
+                    Some(Health::Down),
+                    "rise {rise} fall {fall}"
+                );
                 for i in 1..rise {
                     assert_eq!(h.record(true), None, "rise {rise} fall {fall}: success {i}");
                     assert_eq!(h.progress(), (i, rise));

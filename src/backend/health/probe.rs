@@ -413,7 +413,10 @@ mod tests {
     use super::*;
 
     /// A reader that hands out `data` in pieces of `step` bytes, then end of stream.
-    fn pieces(data: &[u8], step: usize) -> impl FnMut(&mut [u8]) -> Result<usize, CheckFailure> + '_ {
+    fn pieces(
+        data: &[u8],
+        step: usize,
+    ) -> impl FnMut(&mut [u8]) -> Result<usize, CheckFailure> + '_ {
         let mut at = 0;
         move |buf| {
             let n = step.min(buf.len()).min(data.len() - at);
@@ -445,7 +448,10 @@ mod tests {
         // An interim answer whose headers never end: stopped at the limit.
         let mut endless = b"HTTP/1.1 100 Continue\r\n".to_vec();
         endless.resize(3 * MAX_ANSWER_HEAD, b'x');
-        assert_eq!(read_status(pieces(&endless, 1000)), Err(CheckFailure::TooLong));
+        assert_eq!(
+            read_status(pieces(&endless, 1000)),
+            Err(CheckFailure::TooLong)
+        );
     }
 
     #[test]
@@ -464,6 +470,9 @@ mod tests {
         let tls = CheckFailure::Tls(rustls::Error::InvalidCertificate(
             rustls::CertificateError::UnknownIssuer,
         ));
-        assert_eq!(tls.to_string(), "TLS: invalid peer certificate: UnknownIssuer");
+        assert_eq!(
+            tls.to_string(),
+            "TLS: invalid peer certificate: UnknownIssuer"
+        );
     }
 }

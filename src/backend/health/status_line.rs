@@ -158,7 +158,11 @@ mod tests {
         for len in 0..=garbage.len() {
             let got = parse_status(&garbage[..len]);
             if len <= bad_at {
-                assert_eq!(got, StatusLine::Incomplete, "prefix of {len} bytes of {garbage:?}");
+                assert_eq!(
+                    got,
+                    StatusLine::Incomplete,
+                    "prefix of {len} bytes of {garbage:?}"
+                );
             } else {
                 assert!(
                     matches!(got, StatusLine::Invalid(_)),
@@ -207,7 +211,10 @@ mod tests {
             parse_status(b"HTTP/1.1 100 Continue\r\nX: y\r\n"),
             StatusLine::Incomplete
         );
-        assert_eq!(parse_status(b"HTTP/1.1 999 Odd\r\n"), StatusLine::Status(999));
+        assert_eq!(
+            parse_status(b"HTTP/1.1 999 Odd\r\n"),
+            StatusLine::Status(999)
+        );
     }
 
     #[test]

@@ -280,12 +280,16 @@ impl PersistenceMap {
         let shards = shards.clamp(1, MAX_SHARDS);
         let buckets_per_shard = capacity.div_ceil(shards * BUCKET_SLOTS).max(1);
         Self {
-            buckets: (0..shards * buckets_per_shard).map(|_| Bucket::new()).collect(),
+            buckets: (0..shards * buckets_per_shard)
+                .map(|_| Bucket::new())
+                .collect(),
             buckets_per_shard,
             shards,
             timeout_secs,
             hasher: hasher(),
-            evictions: (0..shards).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            evictions: (0..shards)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
         }
     }
 
@@ -321,7 +325,9 @@ impl PersistenceMap {
         let place = self.place(ip);
         let b = place.bucket;
         for i in 0..BUCKET_SLOTS {
-            let Some(s) = b.find(i, place.key) else { continue };
+            let Some(s) = b.find(i, place.key) else {
+                continue;
+            };
             // A client is in at most one slot: this one decides.
             if expiry(s) <= now_secs {
                 return None;
@@ -330,7 +336,8 @@ impl PersistenceMap {
             if fresh > expiry(s) {
                 let refreshed = live(gen(s), server(s), fresh);
                 // A failure means another thread wrote this slot just now; the answer stands.
-                let _ = b.state[i].compare_exchange(s, refreshed, Ordering::AcqRel, Ordering::Relaxed);
+                let _ =
+                    b.state[i].compare_exchange(s, refreshed, Ordering::AcqRel, Ordering::Relaxed);
             }
             return Some(server(s));
         }
@@ -353,10 +360,17 @@ impl PersistenceMap {
                 let s = b.state[i].load(Ordering::Acquire);
                 if let Some(s) = b.confirm(i, s, place.key) {
                     let stored = live(gen(s), server_index, until);
-                    if b.state[i].compare_exchange(s, stored, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+                    if b.state[i]
+                        .compare_exchange(s, stored, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_err()
+                    {
                         continue 'scan; // updated, refreshed or freed meanwhile: look again
                     }
-                    return if expiry(s) > now_secs { Insert::Updated } else { Insert::New };
+                    return if expiry(s) > now_secs {
+                        Insert::Updated
+                    } else {
+                        Insert::New
+                    };
                 }
                 let target = match tag(s) {
                     TAG_EMPTY => Target::Empty,
@@ -383,7 +397,10 @@ impl PersistenceMap {
                 continue 'scan;
             };
             let claim = busy(gen(seen) + 1, place.fp);
-            if b.state[i].compare_exchange(seen, claim, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            if b.state[i]
+                .compare_exchange(seen, claim, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
                 continue 'scan;
             }
             if matches!(target, Target::Victim(_)) {
@@ -391,7 +408,12 @@ impl PersistenceMap {
                 self.evictions[place.shard].fetch_add(1, Ordering::Relaxed);
             }
             if b.claims
-                .compare_exchange(claims, claims.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed)
+                .compare_exchange(
+                    claims,
+                    claims.wrapping_add(1),
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
                 .is_err()
             {
                 // Another claim in this bucket since the scan, perhaps of this client: free the
@@ -402,7 +424,11 @@ impl PersistenceMap {
             b.lo[i].store(place.key as u64, Ordering::Release);
             b.hi[i].store((place.key >> 64) as u64, Ordering::Release);
             b.state[i].store(live(gen(claim), server_index, until), Ordering::Release);
-            return if evicted { Insert::Evicted } else { Insert::New };
+            return if evicted {
+                Insert::Evicted
+            } else {
+                Insert::New
+            };
         }
     }
 
@@ -412,7 +438,10 @@ impl PersistenceMap {
         let b = place.bucket;
         for i in 0..BUCKET_SLOTS {
             while let Some(s) = b.find(i, place.key) {
-                if b.state[i].compare_exchange(s, empty(gen(s)), Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                if b.state[i]
+                    .compare_exchange(s, empty(gen(s)), Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+                {
                     return true;
                 }
             }
@@ -425,7 +454,9 @@ impl PersistenceMap {
     /// use [`reclaim_shard`](Self::reclaim_shard) from each worker. Inserts also reuse expired
     /// slots, so this only keeps [`len`](Self::len) and lookups tidy.
     pub fn reclaim(&self, now_secs: u32) -> usize {
-        (0..self.shards).map(|s| self.reclaim_shard(s, now_secs)).sum()
+        (0..self.shards)
+            .map(|s| self.reclaim_shard(s, now_secs))
+            .sum()
     }
 
     /// Like [`reclaim`](Self::reclaim) for one shard (`shard < shards()`; others free nothing),
@@ -436,7 +467,11 @@ impl PersistenceMap {
         let buckets = self.buckets.get(start..end).unwrap_or_default();
         buckets
             .iter()
-            .map(|b| (0..BUCKET_SLOTS).filter(|&i| b.reclaim_slot(i, now_secs)).count())
+            .map(|b| {
+                (0..BUCKET_SLOTS)
+                    .filter(|&i| b.reclaim_slot(i, now_secs))
+                    .count()
+            })
             .sum()
     }
 
@@ -461,7 +496,10 @@ impl PersistenceMap {
 
     /// Live entries overwritten to make room since the map was made.
     pub fn evictions(&self) -> u64 {
-        self.evictions.iter().map(|e| e.load(Ordering::Relaxed)).sum()
+        self.evictions
+            .iter()
+            .map(|e| e.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn place(&self, ip: IpAddr) -> Place<'_> {
@@ -486,7 +524,9 @@ impl PersistenceMap {
     /// How many slots hold `ip` (live or expired); at most one, whatever the interleaving.
     fn slots_holding(&self, ip: IpAddr) -> usize {
         let place = self.place(ip);
-        (0..BUCKET_SLOTS).filter(|&i| place.bucket.find(i, place.key).is_some()).count()
+        (0..BUCKET_SLOTS)
+            .filter(|&i| place.bucket.find(i, place.key).is_some())
+            .count()
     }
 }
 

@@ -61,7 +61,10 @@ fn same_client_from_two_threads() {
         let t1 = thread::spawn(move || m1.insert(a(), 1, 0));
         let t2 = thread::spawn(move || m2.insert(a(), 2, 0));
         let seen = m.get(a(), 0);
-        assert!(matches!(seen, None | Some(1) | Some(2)), "lookup saw {seen:?}");
+        assert!(
+            matches!(seen, None | Some(1) | Some(2)),
+            "lookup saw {seen:?}"
+        );
         let (r1, r2) = (t1.join().unwrap(), t2.join().unwrap());
         let now = m.get(a(), 0);
         match (r1, r2) {
@@ -136,7 +139,11 @@ fn reclaim_insert_and_refresh() {
         let sa = m.get(a(), 5);
         assert!(matches!(sa, None | Some(1)), "a saw {sa:?}");
         let freed = t1.join().unwrap();
-        assert_eq!(t2.join().unwrap(), Insert::New, "an expired entry is no eviction");
+        assert_eq!(
+            t2.join().unwrap(),
+            Insert::New,
+            "an expired entry is no eviction"
+        );
         assert_eq!(m.get(b(), 10), Some(2), "lost insert of b");
         let now = m.get(a(), 10);
         assert!(matches!(now, None | Some(1)), "a is {now:?}");
@@ -160,7 +167,10 @@ fn remove_against_update() {
         let t1 = thread::spawn(move || m1.remove(a()));
         let t2 = thread::spawn(move || m2.insert(a(), 2, 0));
         let seen = m.get(a(), 0);
-        assert!(matches!(seen, None | Some(1) | Some(2)), "lookup saw {seen:?}");
+        assert!(
+            matches!(seen, None | Some(1) | Some(2)),
+            "lookup saw {seen:?}"
+        );
         assert!(t1.join().unwrap(), "a was there to remove");
         let r2 = t2.join().unwrap();
         match m.get(a(), 0) {

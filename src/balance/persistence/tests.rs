@@ -14,7 +14,9 @@ fn v4(n: u32) -> IpAddr {
 }
 
 fn v6(n: u128) -> IpAddr {
-    IpAddr::V6(Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000 | n))
+    IpAddr::V6(Ipv6Addr::from(
+        0x2001_0db8_0000_0000_0000_0000_0000_0000 | n,
+    ))
 }
 
 /// A map of exactly one bucket, so that every client competes for the same slots.
@@ -44,7 +46,11 @@ fn entry_expires_after_timeout() {
     // No lookup in between (a lookup would refresh): live until 100 + T, excluded.
     assert_eq!(map.get(v4(1), 100 + T - 1), Some(3));
     assert_eq!(map.get(v4(2), 100 + T), None);
-    assert_eq!(map.len(100 + T), 1, "v4(1) was refreshed at 159, v4(2) is expired");
+    assert_eq!(
+        map.len(100 + T),
+        1,
+        "v4(1) was refreshed at 159, v4(2) is expired"
+    );
 }
 
 #[test]
@@ -62,7 +68,11 @@ fn insert_updates_server_and_expiry() {
     let map = PersistenceMap::new(1000, T);
     assert_eq!(map.insert(v4(1), 1, 0), Insert::New);
     assert_eq!(map.insert(v4(1), 2, 30), Insert::Updated);
-    assert_eq!(map.get(v4(1), 30 + T - 1), Some(2), "expiry pushed back to 30 + T");
+    assert_eq!(
+        map.get(v4(1), 30 + T - 1),
+        Some(2),
+        "expiry pushed back to 30 + T"
+    );
     assert_eq!(map.slots_holding(v4(1)), 1);
     // Once expired, storing it again is a new entry, in the same slot.
     assert_eq!(map.insert(v4(1), 3, 1000), Insert::New);
@@ -76,14 +86,32 @@ fn ipv4_and_ipv6_keys() {
     let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
     let compatible: IpAddr = "::10.0.0.1".parse().unwrap();
     assert_eq!(map.insert(v4(1), 1, 0), Insert::New);
-    assert_eq!(map.insert(mapped, 2, 0), Insert::Updated, "::ffff:a.b.c.d is a.b.c.d");
+    assert_eq!(
+        map.insert(mapped, 2, 0),
+        Insert::Updated,
+        "::ffff:a.b.c.d is a.b.c.d"
+    );
     assert_eq!(map.get(v4(1), 0), Some(2));
     assert_eq!(map.shard_of(mapped), map.shard_of(v4(1)));
-    assert_eq!(map.insert(compatible, 3, 0), Insert::New, "::a.b.c.d is another address");
+    assert_eq!(
+        map.insert(compatible, 3, 0),
+        Insert::New,
+        "::a.b.c.d is another address"
+    );
     assert_eq!(map.insert(v6(1), 4, 0), Insert::New);
-    assert_eq!(map.insert(v6(0x1_0000_0000_0000_0001), 5, 0), Insert::New, "same low 64 bits");
-    assert_eq!(map.insert(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 6, 0), Insert::New);
-    assert_eq!(map.insert(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7, 0), Insert::New);
+    assert_eq!(
+        map.insert(v6(0x1_0000_0000_0000_0001), 5, 0),
+        Insert::New,
+        "same low 64 bits"
+    );
+    assert_eq!(
+        map.insert(IpAddr::V6(Ipv6Addr::UNSPECIFIED), 6, 0),
+        Insert::New
+    );
+    assert_eq!(
+        map.insert(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7, 0),
+        Insert::New
+    );
     assert_eq!(map.get(v4(1), 0), Some(2));
     assert_eq!(map.get(compatible, 0), Some(3));
     assert_eq!(map.get(v6(1), 0), Some(4));
@@ -138,8 +166,16 @@ fn full_table_keeps_the_newest_entries() {
         let _ = map.insert(v4(i), (i % 500) as u16, i);
     }
     let now = 2 * cap;
-    assert_eq!(map.len(now), map.capacity(), "every slot holds a live entry");
-    assert_eq!(map.evictions(), u64::from(cap), "one eviction per client beyond capacity");
+    assert_eq!(
+        map.len(now),
+        map.capacity(),
+        "every slot holds a live entry"
+    );
+    assert_eq!(
+        map.evictions(),
+        u64::from(cap),
+        "one eviction per client beyond capacity"
+    );
     // Each bucket keeps its most recent clients: the last tenth of them (1.5 per bucket on
     // average) are all present.
     for i in 2 * cap - cap / 10..2 * cap {
@@ -187,7 +223,10 @@ fn shard_of_is_the_steering_program() {
         let ip = Ipv4Addr::from(n);
         let steered = ((n.wrapping_mul(0x9E37_79B1) >> 16) % workers as u32) as usize;
         assert_eq!(map.shard_of(IpAddr::V4(ip)) % workers, steered, "{ip}");
-        assert_eq!(map.shard_of(IpAddr::V6(ip.to_ipv6_mapped())), map.shard_of(IpAddr::V4(ip)));
+        assert_eq!(
+            map.shard_of(IpAddr::V6(ip.to_ipv6_mapped())),
+            map.shard_of(IpAddr::V4(ip))
+        );
     }
     // IPv6: the word at network offset 12 of an IPv6 header, source address bytes 4..8.
     let ip: Ipv6Addr = "2001:db8:1234:5678::1".parse().unwrap();
@@ -206,9 +245,15 @@ fn shard_of_is_the_steering_program() {
 #[test]
 fn capacity_is_rounded_up() {
     assert!(PersistenceMap::new(1000, 1).capacity() >= 1000);
-    assert_eq!(PersistenceMap::with_shards(0, 1, 1).capacity(), BUCKET_SLOTS);
+    assert_eq!(
+        PersistenceMap::with_shards(0, 1, 1).capacity(),
+        BUCKET_SLOTS
+    );
     assert_eq!(PersistenceMap::with_shards(100, 1, 0).shards(), 1);
-    assert_eq!(PersistenceMap::with_shards(100, 1, usize::MAX).shards(), MAX_SHARDS);
+    assert_eq!(
+        PersistenceMap::with_shards(100, 1, usize::MAX).shards(),
+        MAX_SHARDS
+    );
     let map = PersistenceMap::new(DEFAULT_CAPACITY, 3600);
     assert!(map.capacity() >= DEFAULT_CAPACITY);
     assert!(map.capacity() < DEFAULT_CAPACITY + DEFAULT_SHARDS * BUCKET_SLOTS);
@@ -237,7 +282,10 @@ fn clock_near_its_end_saturates() {
 fn a_slot_survives_generation_wraparound() {
     let map = one_bucket(T);
     for round in 0..(GEN_MASK as u32 + 10) {
-        assert_eq!(map.insert(v4(round % 3), (round % 7) as u16, 0), Insert::New);
+        assert_eq!(
+            map.insert(v4(round % 3), (round % 7) as u16, 0),
+            Insert::New
+        );
         assert_eq!(map.get(v4(round % 3), 0), Some((round % 7) as u16));
         assert!(map.remove(v4(round % 3)));
     }
@@ -267,7 +315,11 @@ fn evictions_are_rare_at_half_load() {
         map.insert(v4(i), 1, 0);
     }
     let rate = map.evictions() as f64 / f64::from(clients);
-    assert!(rate < 0.003, "{:.3} % of inserts evicted at half load", rate * 100.0);
+    assert!(
+        rate < 0.003,
+        "{:.3} % of inserts evicted at half load",
+        rate * 100.0
+    );
 }
 
 #[test]
