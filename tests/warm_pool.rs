@@ -14,6 +14,9 @@
 mod common;
 mod tls_support;
 
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -52,10 +55,36 @@ fn first_byte(service: &TlsService, pki: &Pki, what: &str) -> Duration {
     elapsed
 }
 
+/// A TLS server that answers each connection's first line with `conn-N\n`, N counting
+/// handshakes in the order they completed.
+fn numbering_server(pki: &Pki) -> TlsServer {
+    let order = Arc::new(AtomicUsize::new(0));
+    TlsServer::start(
+        &pki.ca.leaf(&[BACKEND_NAME]),
+        ServerOpts::default(),
+        move |mut s| {
+            let n = order.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while line.len() < 256 {
+                match s.read(&mut byte) {
+                    Ok(1) if byte[0] == b'\n' => break,
+                    Ok(1) => line.push(byte[0]),
+                    _ => return,
+                }
+            }
+            let _ = s.write_all(format!("conn-{n}\n").as_bytes());
+            let _ = s.flush();
+            s.conn.send_close_notify();
+            let _ = s.flush();
+        },
+    )
+}
+
 #[test]
 fn new_clients_need_no_server_handshake_once_the_pool_is_warm() {
     let pki = Pki::new();
-    let server = TlsServer::echo(&pki.ca.leaf(&[BACKEND_NAME]), ServerOpts::default());
+    let server = numbering_server(&pki);
     let service = TlsService::reencrypt("warm", &pki.front_files, &pki.ca_file, &[server.addr()])
         .backend_sni(BACKEND_NAME);
     let _proxy = Proxy::start(&config(&service, 3));
@@ -67,28 +96,40 @@ fn new_clients_need_no_server_handshake_once_the_pool_is_warm() {
         server.handshakes()
     );
     std::thread::sleep(Duration::from_millis(200));
-    let filled = server.handshakes();
     assert_eq!(
-        filled, 3,
+        server.handshakes(),
+        3,
         "warm = 3 with one worker opens exactly 3 connections"
     );
 
-    // Three new clients, one after another, each on its own pooled connection.
+    // Three new clients: each must be answered on a connection whose server handshake had
+    // completed before that client arrived (conn-N with N ≤ handshakes counted before it
+    // connected), each on a different one. The pool refills in between, so N can exceed 3.
+    let client = ClientSetup::new(Trust::Roots(pki.ca.roots())).build();
+    let mut seen = Vec::new();
     for i in 0..3 {
-        first_byte(&service, &pki, &format!("client {i}"));
+        let before = server.handshakes();
+        let mut s = tls_connect(service.listen, &client, FRONT_NAME)
+            .unwrap_or_else(|e| panic!("client {i}: handshake: {e}"));
+        s.write_all(b"which connection?\n")
+            .unwrap_or_else(|e| panic!("client {i}: send: {e}"));
+        s.flush()
+            .unwrap_or_else(|e| panic!("client {i}: flush: {e}"));
+        let line = tls_read_line(&mut s).unwrap_or_else(|e| panic!("client {i}: answer: {e}"));
+        let n: usize = line
+            .trim()
+            .strip_prefix("conn-")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("client {i}: answer {line:?}"));
+        assert!(n <= before, "client {i} was answered on conn-{n}, opened after it arrived ({before} handshakes before): no pooled connection was used");
+        assert!(!seen.contains(&n), "conn-{n} was handed to two clients");
+        seen.push(n);
     }
-    // Each of those took a pooled connection; any new handshakes are refills, after the fact.
-    // Every client was served, and the server never saw more connections than pooled + refills.
+    // And the pool refills behind them, off the clients' path.
     assert!(
         wait_until(Duration::from_secs(10), || server.handshakes() >= 6),
         "the pool did not refill: {} handshakes",
         server.handshakes()
-    );
-    std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        server.handshakes(),
-        6,
-        "each client used one pooled connection, then one refill each"
     );
 }
 

@@ -83,8 +83,9 @@ impl<S: Reusable, K: Clone + PartialEq> WarmPool<S, K> {
         let mut found = None;
         {
             let mut queue = queue.borrow_mut();
-            // Newest first: the least likely to have been closed by the server.
-            while let Some(pos) = queue.iter().rposition(|i| i.key == *key) {
+            // Oldest first: connections cycle through the pool instead of the oldest ones idling
+            // until they expire unused; each is checked alive before it is handed out anyway.
+            while let Some(pos) = queue.iter().position(|i| i.key == *key) {
                 let Some(entry) = queue.remove(pos) else {
                     break;
                 };
