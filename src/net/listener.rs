@@ -98,8 +98,8 @@ pub fn steered_worker(ip: std::net::Ipv4Addr, workers: u32) -> u32 {
 /// IPv4 only: the program reads the IPv4 source address.
 pub fn attach_client_ip_steering(member: &std::net::TcpListener, workers: u32) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    // Classic BPF opcodes (linux/filter.h).
-    const LD_W_ABS: u16 = 0x00 | 0x00 | 0x20;
+    // Classic BPF opcodes (linux/filter.h): BPF_LD | BPF_W | BPF_ABS, where LD and W are 0.
+    const LD_W_ABS: u16 = 0x20;
     const ALU_MUL_K: u16 = 0x04 | 0x20;
     const ALU_RSH_K: u16 = 0x04 | 0x70;
     const ALU_MOD_K: u16 = 0x04 | 0x90;
