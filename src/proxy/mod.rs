@@ -7,6 +7,7 @@
 //! - [`warm`]: keeping each core's warm pools of server connections filled.
 //! - [`registry`]: per-core connection registry, idle timeouts and drain accounting.
 
+mod front;
 pub mod offload;
 pub mod passthrough;
 pub mod reencrypt;

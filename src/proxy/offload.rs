@@ -3,15 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rustls::Connection;
-
+use super::front::{accept_client, client_hello};
 use super::passthrough::connect_plain;
 use super::registry::ConnGuard;
 use super::relay::relay;
 use super::{log_close, ServiceState};
 use crate::net::TcpStream;
-use crate::tls::accept::{read_client_hello, send_alert};
-use crate::tls::stream::TlsStream;
 
 /// Serves one offload connection: client handshake first, then the server.
 pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, guard: &ConnGuard) {
@@ -20,26 +17,12 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
         tracing::error!(service = %config.name, "offload service without TLS configuration; closing client");
         return;
     };
-    let hello = match read_client_hello(&client).await {
-        Ok(hello) => hello,
-        Err(e) => {
-            tracing::info!(service = %config.name, client = %peer, error = %e, "client TLS failed before the handshake (side=client)");
-            return;
-        }
-    };
-    let conn = match hello.accepted.into_connection(front) {
-        Ok(conn) => conn,
-        Err((e, alert)) => {
-            send_alert(&client, alert).await;
-            tracing::info!(service = %config.name, client = %peer, error = %e, "client TLS handshake refused (side=client)");
-            return;
-        }
-    };
-    let client = TlsStream::new(client, Connection::Server(conn), Some(hello.leftover));
-    if let Err(e) = client.handshake().await {
-        tracing::info!(service = %config.name, client = %peer, error = %e, "client TLS handshake failed (side=client)");
+    let Some(hello) = client_hello(&client, service, peer).await else {
         return;
-    }
+    };
+    let Some(client) = accept_client(client, hello, front, service, peer).await else {
+        return;
+    };
     let Some(server) = connect_plain(service, peer).await else {
         return;
     };

@@ -12,12 +12,13 @@ use rustls::client::ClientConnection;
 use rustls::Connection;
 use rustls_pki_types::ServerName;
 
+use super::front::{accept_client, client_hello};
 use super::registry::ConnGuard;
 use super::relay::relay;
 use super::{log_close, ServiceState, Upstream};
 use crate::net::deadline::Deadline;
 use crate::net::{connect::connect, TcpStream};
-use crate::tls::accept::{read_client_hello, send_alert};
+
 use crate::tls::stream::TlsStream;
 
 /// Serves one re-encrypt connection.
@@ -27,16 +28,12 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
         tracing::error!(service = %config.name, "reencrypt service without TLS configuration; closing client");
         return;
     };
-    let hello = match read_client_hello(&client).await {
-        Ok(hello) => hello,
-        Err(e) => {
-            tracing::info!(service = %config.name, client = %peer, error = %e, "client TLS failed before the handshake (side=client)");
-            return;
-        }
+    let Some(hello) = client_hello(&client, service, peer).await else {
+        return;
     };
-    let client_hello = hello.accepted.client_hello();
-    let client_sni = client_hello.server_name().map(str::to_owned);
-    let alpn: Vec<Vec<u8>> = client_hello
+    let offered = hello.accepted.client_hello();
+    let client_sni = offered.server_name().map(str::to_owned);
+    let alpn: Vec<Vec<u8>> = offered
         .alpn()
         .map(|list| list.map(<[u8]>::to_vec).collect())
         .unwrap_or_default();
@@ -57,19 +54,9 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
         });
         Arc::new(cfg)
     };
-    let conn = match hello.accepted.into_connection(front) {
-        Ok(conn) => conn,
-        Err((e, alert)) => {
-            send_alert(&client, alert).await;
-            tracing::info!(service = %config.name, client = %peer, error = %e, "client TLS handshake refused (side=client)");
-            return;
-        }
-    };
-    let client = TlsStream::new(client, Connection::Server(conn), Some(hello.leftover));
-    if let Err(e) = client.handshake().await {
-        tracing::info!(service = %config.name, client = %peer, error = %e, "client TLS handshake failed (side=client)");
+    let Some(client) = accept_client(client, hello, front, service, peer).await else {
         return;
-    }
+    };
     let started = Instant::now();
     let outcome = relay(&client, &server.stream, guard).await;
     log_close(service, peer, server.address, guard, &outcome, started);
