@@ -62,9 +62,9 @@ impl SharedBalance {
             Arc::new(SharedMaglev::new(&members, DEFAULT_TABLE_SIZE))
         });
         let persistence = service.persistence.map(|p| {
-            let timeout = u32::try_from(p.timeout.as_secs())
-                .unwrap_or(u32::MAX)
-                .max(1);
+            // Whole seconds, rounded up: an entry never lives shorter than configured.
+            let secs = p.timeout.as_secs() + u64::from(p.timeout.subsec_nanos() > 0);
+            let timeout = u32::try_from(secs).unwrap_or(u32::MAX).max(1);
             Arc::new(PersistenceMap::new(p.capacity, timeout))
         });
         Self {

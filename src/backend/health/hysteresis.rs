@@ -138,11 +138,17 @@ mod tests {
         for rise in 2..=4 {
             for fall in 2..=4 {
                 for start_up in [true, false] {
-                    let mut h = Hysteresis::new(rise, fall, start_up);
-                    let flap: Vec<bool> = (0..100).map(|i| i % 2 == 0).collect();
-                    assert_eq!(transitions(&mut h, &flap), vec![]);
-                    let flap: Vec<bool> = (0..100).map(|i| i % 2 == 1).collect();
-                    assert_eq!(transitions(&mut h, &flap), vec![]);
+                    // ok,fail,ok,... and fail,ok,fail,..., each from a fresh start.
+                    for first in [true, false] {
+                        let mut h = Hysteresis::new(rise, fall, start_up);
+                        let flap: Vec<bool> = (0..100).map(|i| (i % 2 == 0) == first).collect();
+                        assert_eq!(
+                            transitions(&mut h, &flap),
+                            vec![],
+                            "rise {rise} fall {fall} start_up {start_up} first {first}"
+                        );
+                        assert_eq!(h.health(), Hysteresis::new(rise, fall, start_up).health());
+                    }
                 }
             }
         }
