@@ -149,8 +149,10 @@ pub(crate) async fn open_tls(
         });
     }
     drop(deadline);
+    let kind = server.with_conn(|c| c.handshake_kind());
+    tracing::debug!(service = %config.name, server = %address, handshake = ?kind, "server TLS session established");
     if let (Some(ep), Some(resolver)) = (&service.shared.ep, &service.shared.resolver) {
-        let full = server.with_conn(|c| c.handshake_kind() == Some(rustls::HandshakeKind::Full));
+        let full = kind == Some(rustls::HandshakeKind::Full);
         let cert = server.with_conn(|c| {
             c.peer_certificates()
                 .and_then(|certs| certs.first().cloned())
