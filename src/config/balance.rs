@@ -95,11 +95,18 @@ impl Checker<'_> {
         let timeout = timeout?;
         if timeout < Duration::from_secs(1) {
             if let Some(v) = &p.timeout {
-                self.report(v, "persistence timeout must be at least 1s (entries are timed in whole seconds)", "e.g. timeout = \"1h\"");
+                self.report(
+                    v,
+                    "persistence timeout must be at least 1s (entries are timed in whole seconds)",
+                    "e.g. timeout = \"1h\"",
+                );
             }
             return None;
         }
-        Some(Some(Persistence { timeout, capacity: capacity? }))
+        Some(Some(Persistence {
+            timeout,
+            capacity: capacity?,
+        }))
     }
 
     /// `steer`, default none.
