@@ -62,8 +62,10 @@ impl SharedBalance {
             Arc::new(SharedMaglev::new(&members, DEFAULT_TABLE_SIZE))
         });
         let persistence = service.persistence.map(|p| {
-            // Whole seconds, rounded up: an entry never lives shorter than configured.
-            let secs = p.timeout.as_secs() + u64::from(p.timeout.subsec_nanos() > 0);
+            // The map's clock counts whole seconds, so an entry used late in one second and
+            // timed `n` seconds lives between n - 1 and n seconds: round the timeout up and add
+            // one second, so a client keeps its server at least as long as configured.
+            let secs = p.timeout.as_secs() + u64::from(p.timeout.subsec_nanos() > 0) + 1;
             let timeout = u32::try_from(secs).unwrap_or(u32::MAX).max(1);
             Arc::new(PersistenceMap::new(p.capacity, timeout))
         });

@@ -27,7 +27,10 @@
 //! then the key, then the state again, and trusts the key only when both states are `LIVE` with
 //! the same `gen`: had it read a key word of a later claim, the claim's CAS would happen before its
 //! second load, which would then see a newer `gen`. Updates and refreshes are a CAS on the state
-//! word, so they never disturb a reader's key.
+//! word, so they never disturb a reader's key. (A lookup first compares each slot's low key word
+//! without ordering, only to skip slots that cannot match; a match is then read as above.) The
+//! `gen` has 14 bits: a stale CAS would need 16,384 claims of one slot between a thread's load
+//! and its CAS, ending on the same server and expiry second.
 //!
 //! # Why a client is never in two slots
 //!
@@ -50,18 +53,17 @@
 //! Nothing here locks, allocates after construction, or reads the clock: the caller passes
 //! coarse seconds (`now_secs`, e.g. seconds since the process started), which must not go back.
 
-use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use ahash::RandomState;
 use crossbeam::utils::CachePadded;
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 use loom::{
     hint::spin_loop,
     sync::atomic::{AtomicU64, Ordering},
 };
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 use std::{
     hint::spin_loop,
     sync::atomic::{AtomicU64, Ordering},
@@ -78,23 +80,31 @@ pub const DEFAULT_SHARDS: usize = 64;
 /// Most shards: more than any machine's cores; each shard costs at least one bucket.
 pub const MAX_SHARDS: usize = 1024;
 
+/// Largest capacity (larger requests are clamped): 2^28 clients, about 7 GB, four times the
+/// config's own maximum, so that no request can overflow the size computation.
+pub const MAX_CAPACITY: usize = 1 << 28;
+
 /// Slots per bucket: the 15 state words and the bucket's claim counter fill one 128-byte pair of
 /// cache lines (which the adjacent-line prefetcher loads together), and 15-way buckets keep
 /// evictions rare up to about half load.
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 pub const BUCKET_SLOTS: usize = 15;
 /// Slots per bucket under loom: two, so that a three-key model exercises eviction while the
 /// number of interleavings stays small.
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub const BUCKET_SLOTS: usize = 2;
 
+// `Bucket::find` keeps one bit per slot in a `u32`.
+const _: () = assert!(BUCKET_SLOTS <= u32::BITS as usize);
+
 /// How many times an insert pauses for another thread's claim of the same client before it gives
-/// up with [`Insert::Contended`]: about 10 µs of `PAUSE`, a hundred times the few stores a claim
-/// takes, so it is reached only when that thread was descheduled in the middle of its claim.
-#[cfg(not(loom))]
+/// up with [`Insert::Contended`]: 1 to 15 µs of `PAUSE` and rescans, depending on the CPU, far
+/// more than the few stores a claim takes, so it is reached only when that thread was descheduled
+/// in the middle of its claim.
+#[cfg(not(all(test, loom)))]
 pub const BUSY_SPINS: u32 = 256;
 /// Under loom, every pause is a yield that loom explores: two are enough to cover both outcomes.
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 pub const BUSY_SPINS: u32 = 2;
 
 /// The cBPF steering program's multiplier (`ld [SKF_NET_OFF+12]; mul 0x9E3779B1; rsh 16; mod N`).
@@ -164,7 +174,8 @@ pub enum Insert {
     /// (counted in [`PersistenceMap::evictions`]).
     Evicted,
     /// Nothing was stored: another thread was storing this same client at this instant and did
-    /// not finish within [`BUSY_SPINS`] pauses (it was descheduled); its entry stands.
+    /// not finish within [`BUSY_SPINS`] pauses (it was descheduled); its entry stands. (Or, about
+    /// once in 2^26 such meetings, the other client only shared this one's 32-bit fingerprint.)
     Contended,
 }
 
@@ -192,22 +203,39 @@ impl Bucket {
         }
     }
 
-    /// The state of slot `i` if it holds `key` (live or expired), read as a seqlock: the key
+    /// The slot that holds `key` (live or expired) and its state, read as a seqlock: the key
     /// words are trusted only if the state had the same generation before and after them.
-    fn find(&self, i: usize, key: u128) -> Option<u64> {
-        self.confirm(i, self.state[i].load(Ordering::Acquire), key)
+    fn find(&self, key: u128) -> Option<(usize, u64)> {
+        // A hint first, without branches: the slots whose low key word is this client's. A
+        // lookup of an absent client reads only the `lo` lines of its bucket, and the scan does
+        // not mispredict on where the client sits.
+        let lo = key as u64;
+        let mut candidates = 0u32;
+        for (i, word) in self.lo.iter().enumerate() {
+            candidates |= u32::from(word.load(Ordering::Relaxed) == lo) << i;
+        }
+        while candidates != 0 {
+            let i = candidates.trailing_zeros() as usize;
+            candidates &= candidates - 1;
+            if let Some(s) = self.confirm(i, self.state[i].load(Ordering::Acquire), key) {
+                return Some((i, s));
+            }
+        }
+        None
     }
 
-    /// [`find`](Self::find) for a state `s1` already loaded (with acquire ordering).
+    /// Whether slot `i`, whose state `s1` was loaded with acquire ordering, holds `key`: if so,
+    /// its state now (see [`find`](Self::find)).
     fn confirm(&self, i: usize, s1: u64, key: u128) -> Option<u64> {
-        if tag(s1) != TAG_LIVE || self.lo[i].load(Ordering::Acquire) != key as u64 {
+        if tag(s1) != TAG_LIVE || self.lo[i].load(m3(Ordering::Acquire)) != key as u64 {
             return None;
         }
-        if self.hi[i].load(Ordering::Acquire) != (key >> 64) as u64 {
+        if self.hi[i].load(m3(Ordering::Acquire)) != (key >> 64) as u64 {
             return None;
         }
         let s2 = self.state[i].load(Ordering::Acquire);
-        (tag(s2) == TAG_LIVE && gen(s2) == gen(s1)).then_some(s2)
+        (tag(s2) == TAG_LIVE && (std::env::var_os("M1").is_some() || gen(s2) == gen(s1)))
+            .then_some(s2)
     }
 
     /// Frees slot `i` if it holds an entry that expired at `now_secs`; true if it did.
@@ -273,11 +301,13 @@ impl PersistenceMap {
         Self::with_shards(capacity, timeout_secs, DEFAULT_SHARDS)
     }
 
-    /// Like [`new`](Self::new) with `shards` shards (clamped to `1..=`[`MAX_SHARDS`]). Pass the
-    /// number of workers (or a multiple of it) when the kernel steers client IPs to workers: then
-    /// worker `w` only touches the shards `s` with `s % workers == w`.
+    /// Like [`new`](Self::new) with `shards` shards (clamped to `1..=`[`MAX_SHARDS`]; capacity
+    /// to [`MAX_CAPACITY`]). Pass the number of workers (or a multiple of it) when the kernel
+    /// steers client IPs to workers: then worker `w` only touches the shards `s` with
+    /// `s % workers == w` for its IPv4 clients.
     pub fn with_shards(capacity: usize, timeout_secs: u32, shards: usize) -> Self {
         let shards = shards.clamp(1, MAX_SHARDS);
+        let capacity = capacity.min(MAX_CAPACITY);
         let buckets_per_shard = capacity.div_ceil(shards * BUCKET_SLOTS).max(1);
         Self {
             buckets: (0..shards * buckets_per_shard)
@@ -293,13 +323,16 @@ impl PersistenceMap {
         }
     }
 
-    /// The shard that holds `ip`: for an IPv4 client (or IPv4-mapped IPv6), the steering
+    /// The shard that holds `ip`. For an IPv4 client (or IPv4-mapped IPv6) it is the steering
     /// program's `(ip.wrapping_mul(0x9E3779B1) >> 16) % shards`, so with `shards` equal to the
     /// number of workers (or a multiple of it) a client's entry lives in a shard of the worker the
-    /// kernel steered it to. For IPv6 the same formula is applied to the word the program would
-    /// load at network offset 12 of an IPv6 header: bytes 4..8 of the source address.
+    /// kernel steered it to. The program steers IPv4 only; an IPv6 client's shard comes from the
+    /// keyed hash of its whole address. (Following the word the program would load from an IPv6
+    /// header, bytes 4..8 of the address, would put every client of one site, which share their
+    /// first 64 bits, into one shard and its 1/`shards` of the capacity.)
     pub fn shard_of(&self, ip: IpAddr) -> usize {
-        shard_of_key(normalise(ip), self.shards)
+        let key = normalise(ip);
+        self.shard_for(key, self.hasher.hash_one(key))
     }
 
     /// Number of shards.
@@ -324,24 +357,18 @@ impl PersistenceMap {
     pub fn get(&self, ip: IpAddr, now_secs: u32) -> Option<u16> {
         let place = self.place(ip);
         let b = place.bucket;
-        for i in 0..BUCKET_SLOTS {
-            let Some(s) = b.find(i, place.key) else {
-                continue;
-            };
-            // A client is in at most one slot: this one decides.
-            if expiry(s) <= now_secs {
-                return None;
-            }
-            let fresh = now_secs.saturating_add(self.timeout_secs);
-            if fresh > expiry(s) {
-                let refreshed = live(gen(s), server(s), fresh);
-                // A failure means another thread wrote this slot just now; the answer stands.
-                let _ =
-                    b.state[i].compare_exchange(s, refreshed, Ordering::AcqRel, Ordering::Relaxed);
-            }
-            return Some(server(s));
+        // A client is in at most one slot: the first found decides.
+        let (i, s) = b.find(place.key)?;
+        if expiry(s) <= now_secs {
+            return None;
         }
-        None
+        let fresh = now_secs.saturating_add(self.timeout_secs);
+        if fresh > expiry(s) {
+            let refreshed = live(gen(s), server(s), fresh);
+            // A failure means another thread wrote this slot just now; the answer stands.
+            let _ = b.state[i].compare_exchange(s, refreshed, Ordering::AcqRel, Ordering::Relaxed);
+        }
+        Some(server(s))
     }
 
     /// Records that `ip` uses `server`, live until `now_secs + timeout`. Never blocks and never
@@ -360,6 +387,9 @@ impl PersistenceMap {
                 let s = b.state[i].load(Ordering::Acquire);
                 if let Some(s) = b.confirm(i, s, place.key) {
                     let stored = live(gen(s), server_index, until);
+                    if stored == s && expiry(s) > now_secs {
+                        return Insert::Updated; // already so: spare the cache line a write
+                    }
                     if b.state[i]
                         .compare_exchange(s, stored, Ordering::AcqRel, Ordering::Relaxed)
                         .is_err()
@@ -421,8 +451,8 @@ impl PersistenceMap {
                 b.state[i].store(empty(gen(claim)), Ordering::Release);
                 continue 'scan;
             }
-            b.lo[i].store(place.key as u64, Ordering::Release);
-            b.hi[i].store((place.key >> 64) as u64, Ordering::Release);
+            b.lo[i].store(place.key as u64, m3(Ordering::Release));
+            b.hi[i].store((place.key >> 64) as u64, m3(Ordering::Release));
             b.state[i].store(live(gen(claim), server_index, until), Ordering::Release);
             return if evicted {
                 Insert::Evicted
@@ -436,14 +466,13 @@ impl PersistenceMap {
     pub fn remove(&self, ip: IpAddr) -> bool {
         let place = self.place(ip);
         let b = place.bucket;
-        for i in 0..BUCKET_SLOTS {
-            while let Some(s) = b.find(i, place.key) {
-                if b.state[i]
-                    .compare_exchange(s, empty(gen(s)), Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return true;
-                }
+        // A failed CAS means the entry was refreshed, updated or freed meanwhile: look again.
+        while let Some((i, s)) = b.find(place.key) {
+            if b.state[i]
+                .compare_exchange(s, empty(gen(s)), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                return true;
             }
         }
         false
@@ -504,8 +533,8 @@ impl PersistenceMap {
 
     fn place(&self, ip: IpAddr) -> Place<'_> {
         let key = normalise(ip);
-        let shard = shard_of_key(key, self.shards);
         let h = self.hasher.hash_one(key);
+        let shard = self.shard_for(key, h);
         // Lemire's multiply-shift maps the low 32 bits onto the shard's buckets without a
         // power-of-two size; the high 32 bits are the fingerprint, independent of the bucket.
         let in_shard = ((h & u64::from(u32::MAX)) * self.buckets_per_shard as u64) >> 32;
@@ -524,9 +553,26 @@ impl PersistenceMap {
     /// How many slots hold `ip` (live or expired); at most one, whatever the interleaving.
     fn slots_holding(&self, ip: IpAddr) -> usize {
         let place = self.place(ip);
+        let b = place.bucket;
         (0..BUCKET_SLOTS)
-            .filter(|&i| place.bucket.find(i, place.key).is_some())
+            .filter(|&i| {
+                b.confirm(i, b.state[i].load(Ordering::Acquire), place.key)
+                    .is_some()
+            })
             .count()
+    }
+}
+
+impl PersistenceMap {
+    /// See [`shard_of`](Self::shard_of); `h` is the keyed hash of `key`.
+    fn shard_for(&self, key: u128, h: u64) -> usize {
+        if key >> 32 == V4_MAPPED_PREFIX {
+            let ip = key as u32;
+            (ip.wrapping_mul(STEER_MUL) >> STEER_SHIFT) as usize % self.shards
+        } else {
+            // Lemire's multiply-shift on the fingerprint half of the hash.
+            (((h >> 32) * self.shards as u64) >> 32) as usize
+        }
     }
 }
 
@@ -546,25 +592,15 @@ fn normalise(ip: IpAddr) -> u128 {
     }
 }
 
-/// See [`PersistenceMap::shard_of`].
-fn shard_of_key(key: u128, shards: usize) -> usize {
-    let word = if key >> 32 == V4_MAPPED_PREFIX {
-        key as u32 // the IPv4 address
-    } else {
-        (key >> 64) as u32 // IPv6 address bytes 4..8
-    };
-    (word.wrapping_mul(STEER_MUL) >> STEER_SHIFT) as usize % shards
-}
-
 /// The keyed hash that places clients in buckets: random per process, so that no one can choose
 /// addresses that all land in one bucket and evict each other.
-#[cfg(not(loom))]
+#[cfg(not(all(test, loom)))]
 fn hasher() -> RandomState {
     RandomState::new()
 }
 
 /// Under loom every execution must make the same choices: a fixed key.
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 fn hasher() -> RandomState {
     RandomState::with_seeds(1, 2, 3, 4)
 }
@@ -574,3 +610,11 @@ mod tests;
 
 #[cfg(all(test, loom))]
 mod model;
+
+fn m3(o: Ordering) -> Ordering {
+    if std::env::var_os("M3").is_some() {
+        Ordering::Relaxed
+    } else {
+        o
+    }
+}
