@@ -57,9 +57,14 @@ fn print_rate(what: &str, elapsed: Duration) {
     let mib = (2 * DUPLEX_LEN / MIB) as f64;
     eprintln!(
         "{what}: {} MiB each way in {elapsed:.2?}: {:.0} MiB/s both directions together \
-         (debug build; a figure, not asserted)",
+         ({} build; a figure, not asserted)",
         DUPLEX_LEN / MIB,
-        mib / elapsed.as_secs_f64()
+        mib / elapsed.as_secs_f64(),
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 }
 

@@ -158,7 +158,8 @@ fn time_to_first_byte_with_and_without_the_pool() {
     cold_times.sort();
     warm_times.sort();
     eprintln!(
-        "time to first byte of a new re-encrypt client, median of 20 (debug build): without pool {:?}, with warm = 4 {:?}",
+        "time to first byte of a new re-encrypt client, median of 20 ({} build): without pool {:?}, with warm = 4 {:?}",
+        if cfg!(debug_assertions) { "debug" } else { "release" },
         cold_times[10], warm_times[10]
     );
 }
