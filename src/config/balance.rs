@@ -13,9 +13,9 @@ use super::{Mode, Persistence, Schedule, Steer};
 const SCHEDULES: [&str; 3] = ["round-robin", "least-connections", "source-hash"];
 /// Default `persistence.timeout`: an Exchange client keeps its server for an hour of inactivity.
 pub const DEFAULT_PERSISTENCE_TIMEOUT: Duration = Duration::from_secs(3600);
-/// Default `persistence.capacity`: a million client IPs, about 16 MiB of table per service.
+/// Default `persistence.capacity`: a million client IPs, about 27 MB of table per service.
 pub const DEFAULT_PERSISTENCE_CAPACITY: usize = 1 << 20;
-/// Largest `persistence.capacity`: 2^26 entries is about 1 GiB of table.
+/// Largest `persistence.capacity`: 2^26 entries is about 1.7 GB of table.
 pub const MAX_PERSISTENCE_CAPACITY: usize = 1 << 26;
 /// Largest `warm`: idle connections per server per core; more only wastes servers' sockets.
 pub const MAX_WARM: u32 = 64;

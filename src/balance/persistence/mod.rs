@@ -227,15 +227,14 @@ impl Bucket {
     /// Whether slot `i`, whose state `s1` was loaded with acquire ordering, holds `key`: if so,
     /// its state now (see [`find`](Self::find)).
     fn confirm(&self, i: usize, s1: u64, key: u128) -> Option<u64> {
-        if tag(s1) != TAG_LIVE || self.lo[i].load(m3(Ordering::Acquire)) != key as u64 {
+        if tag(s1) != TAG_LIVE || self.lo[i].load(Ordering::Acquire) != key as u64 {
             return None;
         }
-        if self.hi[i].load(m3(Ordering::Acquire)) != (key >> 64) as u64 {
+        if self.hi[i].load(Ordering::Acquire) != (key >> 64) as u64 {
             return None;
         }
         let s2 = self.state[i].load(Ordering::Acquire);
-        (tag(s2) == TAG_LIVE && (std::env::var_os("M1").is_some() || gen(s2) == gen(s1)))
-            .then_some(s2)
+        (tag(s2) == TAG_LIVE && gen(s2) == gen(s1)).then_some(s2)
     }
 
     /// Frees slot `i` if it holds an entry that expired at `now_secs`; true if it did.
@@ -451,8 +450,8 @@ impl PersistenceMap {
                 b.state[i].store(empty(gen(claim)), Ordering::Release);
                 continue 'scan;
             }
-            b.lo[i].store(place.key as u64, m3(Ordering::Release));
-            b.hi[i].store((place.key >> 64) as u64, m3(Ordering::Release));
+            b.lo[i].store(place.key as u64, Ordering::Release);
+            b.hi[i].store((place.key >> 64) as u64, Ordering::Release);
             b.state[i].store(live(gen(claim), server_index, until), Ordering::Release);
             return if evicted {
                 Insert::Evicted
@@ -610,11 +609,3 @@ mod tests;
 
 #[cfg(all(test, loom))]
 mod model;
-
-fn m3(o: Ordering) -> Ordering {
-    if std::env::var_os("M3").is_some() {
-        Ordering::Relaxed
-    } else {
-        o
-    }
-}

@@ -34,7 +34,7 @@ use loom::thread;
 
 use super::*;
 
-/// Bound on preemptions per execution: 3 keeps the six models to about 25 s (release build, 2
+/// Bound on preemptions per execution: 3 keeps the six models to about 20 s (release build, 2
 /// cores); `LOOM_MAX_PREEMPTIONS=4` explores about six times as many executions (2.0 million)
 /// and passes too, in about 2.5 minutes.
 const PREEMPTIONS: usize = 3;
