@@ -108,13 +108,7 @@ fn reencrypt_64mib_both_ways_at_once() {
     let down = Pattern::new(0x2E_D0, DUPLEX_LEN);
     let up = Pattern::new(0x2E_0B, DUPLEX_LEN);
     let (server, reports) = TlsServer::duplex(&pki.ca.leaf(&[BACKEND_NAME]), down);
-    let service = TlsService::reencrypt(
-        "reencrypt",
-        &pki.front_files,
-        &pki.ca_file,
-        &[server.addr()],
-    )
-    .backend_sni(BACKEND_NAME);
+    let service = TlsService::reencrypt_to("reencrypt", &pki, &[server.addr()]);
     let proxy = Proxy::start(&tls_config(2, &[service]));
 
     let client = ca_client(&pki).build();
@@ -220,10 +214,8 @@ fn reencrypt_half_close_from_either_side() {
     let first = Pattern::new(0x4C_03, HALF_CLOSE_LEN);
     let upload = Pattern::new(0x4C_04, HALF_CLOSE_LEN);
     let (closer, uploads) = TlsServer::half_close_first(&leaf, first);
-    let service = |name: &str, server: &TlsServer| {
-        TlsService::reencrypt(name, &pki.front_files, &pki.ca_file, &[server.addr()])
-            .backend_sni(BACKEND_NAME)
-    };
+    let service =
+        |name: &str, server: &TlsServer| TlsService::reencrypt_to(name, &pki, &[server.addr()]);
     let client_first = service("client-first", &replier);
     let server_first = service("server-first", &closer);
     let _proxy = Proxy::start(&tls_config(
@@ -278,13 +270,7 @@ const ROUNDS: usize = 10;
 fn concurrent_tls_clients_get_only_their_own_bytes() {
     let pki = Pki::new();
     let server = TlsServer::echo(&pki.ca.leaf(&[BACKEND_NAME]), ServerOpts::default());
-    let service = TlsService::reencrypt(
-        "reencrypt",
-        &pki.front_files,
-        &pki.ca_file,
-        &[server.addr()],
-    )
-    .backend_sni(BACKEND_NAME);
+    let service = TlsService::reencrypt_to("reencrypt", &pki, &[server.addr()]);
     let proxy = Proxy::start(&tls_config(2, &[service]));
     let addr = proxy.addr();
     let config = ca_client(&pki).build();
@@ -342,13 +328,7 @@ fn key_updates_in_both_directions() {
     let pki = Pki::new();
     let server = TlsServer::echo_with_key_updates(&pki.ca.leaf(&[BACKEND_NAME]));
     let plain = Backend::echo();
-    let reencrypt = TlsService::reencrypt(
-        "reencrypt",
-        &pki.front_files,
-        &pki.ca_file,
-        &[server.addr()],
-    )
-    .backend_sni(BACKEND_NAME);
+    let reencrypt = TlsService::reencrypt_to("reencrypt", &pki, &[server.addr()]);
     let offload = TlsService::offload("offload", &pki.front_files, &[plain.addr()]);
     let _proxy = Proxy::start(&tls_config(2, &[reencrypt.clone(), offload.clone()]));
     let config = ca_client(&pki).build();

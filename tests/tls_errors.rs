@@ -58,10 +58,8 @@ fn bad_server_certificates_are_refused() {
         ServerOpts::default(),
     );
     let untrusted = TlsServer::echo(&Leaf::self_signed(&[BACKEND_NAME]), ServerOpts::default());
-    let service = |name: &str, servers: &[SocketAddr]| {
-        TlsService::reencrypt(name, &pki.front_files, &pki.ca_file, servers)
-            .backend_sni(BACKEND_NAME)
-    };
+    let service =
+        |name: &str, servers: &[SocketAddr]| TlsService::reencrypt_to(name, &pki, servers);
     let cases = [
         (
             service("wrong-name", &[wrong_name.addr()]),
@@ -179,13 +177,7 @@ fn garbage_instead_of_client_hello() {
     let pki = Pki::new();
     let server = TlsServer::echo(&pki.ca.leaf(&[BACKEND_NAME]), ServerOpts::default());
     let plain = Backend::echo();
-    let reencrypt = TlsService::reencrypt(
-        "reencrypt",
-        &pki.front_files,
-        &pki.ca_file,
-        &[server.addr()],
-    )
-    .backend_sni(BACKEND_NAME);
+    let reencrypt = TlsService::reencrypt_to("reencrypt", &pki, &[server.addr()]);
     let offload = TlsService::offload("offload", &pki.front_files, &[plain.addr()]);
     let proxy = Proxy::start(&tls_config(2, &[reencrypt.clone(), offload.clone()]));
     let client = ca_client(&pki).build();
@@ -387,13 +379,7 @@ fn tls_versions_below_1_2_are_refused() {
     let pki = Pki::new();
     let server = TlsServer::echo(&pki.ca.leaf(&[BACKEND_NAME]), ServerOpts::default());
     let plain = Backend::echo();
-    let reencrypt = TlsService::reencrypt(
-        "reencrypt",
-        &pki.front_files,
-        &pki.ca_file,
-        &[server.addr()],
-    )
-    .backend_sni(BACKEND_NAME);
+    let reencrypt = TlsService::reencrypt_to("reencrypt", &pki, &[server.addr()]);
     let offload = TlsService::offload("offload", &pki.front_files, &[plain.addr()]);
     let proxy = Proxy::start(&tls_config(2, &[reencrypt.clone(), offload.clone()]));
 
@@ -519,13 +505,8 @@ fn server_stalled_in_tls_handshake_fails_over() {
         }
     });
     let good = TlsServer::echo(&pki.ca.leaf(&[BACKEND_NAME]), ServerOpts::default());
-    let mut service = TlsService::reencrypt(
-        "stalled-first",
-        &pki.front_files,
-        &pki.ca_file,
-        &[stalled.addr(), good.addr()],
-    )
-    .backend_sni(BACKEND_NAME);
+    let mut service =
+        TlsService::reencrypt_to("stalled-first", &pki, &[stalled.addr(), good.addr()]);
     service.connect_timeout = "1s";
     // One worker: its round robin starts at the stalled server.
     let _proxy = Proxy::start(&tls_config(1, &[service.clone()]));

@@ -35,13 +35,7 @@ fn sessions_resume_on_any_worker() {
     let plain = Backend::echo();
     let server = TlsServer::echo(&pki.ca.leaf(&[BACKEND_NAME]), ServerOpts::default());
     let offload = TlsService::offload("offload", &pki.front_files, &[plain.addr()]);
-    let reencrypt = TlsService::reencrypt(
-        "reencrypt",
-        &pki.front_files,
-        &pki.ca_file,
-        &[server.addr()],
-    )
-    .backend_sni(BACKEND_NAME);
+    let reencrypt = TlsService::reencrypt_to("reencrypt", &pki, &[server.addr()]);
     let _proxy = Proxy::start(&tls_config(2, &[offload.clone(), reencrypt.clone()]));
 
     let tls13 = (&rustls::version::TLS13, ProtocolVersion::TLSv1_3);
@@ -262,13 +256,7 @@ fn client_hello_in_small_pieces() {
     let pki = Pki::new();
     let server = TlsServer::echo(&pki.ca.leaf(&[BACKEND_NAME]), ServerOpts::default());
     let plain = Backend::echo();
-    let reencrypt = TlsService::reencrypt(
-        "reencrypt",
-        &pki.front_files,
-        &pki.ca_file,
-        &[server.addr()],
-    )
-    .backend_sni(BACKEND_NAME);
+    let reencrypt = TlsService::reencrypt_to("reencrypt", &pki, &[server.addr()]);
     let offload = TlsService::offload("offload", &pki.front_files, &[plain.addr()]);
     let _proxy = Proxy::start(&tls_config(2, &[reencrypt.clone(), offload.clone()]));
     let config = ca_client(&pki).alpn(&["http/1.1"]).build();
@@ -306,13 +294,7 @@ fn client_hello_in_small_pieces() {
 fn hello_retry_request_through_reencrypt() {
     let pki = Pki::new();
     let server = TlsServer::echo(&pki.ca.leaf(&[BACKEND_NAME]), ServerOpts::default());
-    let reencrypt = TlsService::reencrypt(
-        "reencrypt",
-        &pki.front_files,
-        &pki.ca_file,
-        &[server.addr()],
-    )
-    .backend_sni(BACKEND_NAME);
+    let reencrypt = TlsService::reencrypt_to("reencrypt", &pki, &[server.addr()]);
     let proxy = Proxy::start(&tls_config(2, &[reencrypt]));
     let args = ["-tls1_3", "-groups", "P-521:X25519", "-msg"];
     let Some((ok, out)) = s_client(proxy.addr(), &pki.ca_file, &args) else {

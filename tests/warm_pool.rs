@@ -85,8 +85,7 @@ fn numbering_server(pki: &Pki) -> TlsServer {
 fn new_clients_need_no_server_handshake_once_the_pool_is_warm() {
     let pki = Pki::new();
     let server = numbering_server(&pki);
-    let service = TlsService::reencrypt("warm", &pki.front_files, &pki.ca_file, &[server.addr()])
-        .backend_sni(BACKEND_NAME);
+    let service = TlsService::reencrypt_to("warm", &pki, &[server.addr()]);
     let _proxy = Proxy::start(&config(&service, 3));
 
     // The only worker fills its pool for the configured server name at start.
@@ -137,10 +136,8 @@ fn new_clients_need_no_server_handshake_once_the_pool_is_warm() {
 fn time_to_first_byte_with_and_without_the_pool() {
     let pki = Pki::new();
     let server = TlsServer::echo(&pki.ca.leaf(&[BACKEND_NAME]), ServerOpts::default());
-    let cold = TlsService::reencrypt("cold", &pki.front_files, &pki.ca_file, &[server.addr()])
-        .backend_sni(BACKEND_NAME);
-    let warm = TlsService::reencrypt("warm", &pki.front_files, &pki.ca_file, &[server.addr()])
-        .backend_sni(BACKEND_NAME);
+    let cold = TlsService::reencrypt_to("cold", &pki, &[server.addr()]);
+    let warm = TlsService::reencrypt_to("warm", &pki, &[server.addr()]);
     let _cold = Proxy::start(&config(&cold, 0));
     let _warm = Proxy::start(&config(&warm, 4));
     assert!(

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::CertFiles;
+use super::{CertFiles, Pki, BACKEND_NAME};
 
 /// `[service.backend_tls]` of a reencrypt service.
 #[derive(Debug, Clone)]
@@ -44,6 +44,13 @@ pub struct TlsService {
 }
 
 impl TlsService {
+    /// A reencrypt service presenting the test PKI's front certificate, verifying `servers`
+    /// against the test CA under the name [`BACKEND_NAME`]: the usual re-encrypt setup.
+    pub fn reencrypt_to(name: &str, pki: &Pki, servers: &[SocketAddr]) -> TlsService {
+        TlsService::reencrypt(name, &pki.front_files, &pki.ca_file, servers)
+            .backend_sni(BACKEND_NAME)
+    }
+
     /// An offload service presenting `cert`, on a fresh loopback port.
     pub fn offload(name: &str, cert: &CertFiles, servers: &[SocketAddr]) -> TlsService {
         TlsService {
