@@ -129,7 +129,7 @@ impl Balancer {
     /// and that server is usable, else the scheduler's choice; then every other usable server
     /// once (failover). Empty when no server is usable: the client is closed at once.
     pub fn plan(&mut self, client: IpAddr) -> Vec<usize> {
-        let shared = self.shared.clone();
+        let shared = &*self.shared;
         let usable = |i: usize| shared.usable(i);
         let persisted = shared
             .persistence
