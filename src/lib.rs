@@ -15,9 +15,12 @@
 
 #![warn(missing_docs)]
 
+pub mod access_log;
+pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod config;
+pub mod counters;
 pub mod demo;
 pub mod ep_check;
 pub mod net;

@@ -6,29 +6,29 @@
 //! left, and exits; the process then exits 0. A second signal stops at once.
 
 use std::io;
-use std::rc::Rc;
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use rustls::server::ProducesTickets;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
-use tokio::sync::watch;
 
+use crate::access_log::AccessLogWriter;
 use crate::config::{Config, Workers};
+use crate::counters::Counters;
 use crate::net::affinity;
-use crate::net::listener::Listener;
-use crate::net::ring::{self, RingFlags};
-use crate::proxy::registry::Registry;
-use crate::proxy::{ServiceState, SharedService};
+use crate::net::ring::RingFlags;
+use crate::proxy::SharedService;
 use crate::tls::client::Verify;
+use admin_control::AdminControl;
+use control::Controller;
 
 mod accept;
+mod admin_control;
+pub mod control;
 mod health;
 mod listeners;
-
-/// After the drain timeout, how long shut-down connections get to unwind before the worker exits.
-const ABORT_GRACE: Duration = Duration::from_secs(1);
+pub mod worker;
 
 /// Why the runtime could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,14 @@ pub enum RuntimeError {
         /// The OS error, with a hint.
         message: String,
     },
+    /// The access log could not be opened.
+    #[error("cannot open the access log {target}: {message}")]
+    AccessLog {
+        /// Where it should go.
+        target: String,
+        /// The OS error.
+        message: String,
+    },
     /// A worker failed while starting (ring creation).
     #[error("worker {worker}: {message}")]
     Worker {
@@ -88,16 +96,15 @@ pub fn worker_cpus(workers: &Workers, allowed: &[usize]) -> Vec<usize> {
 
 /// Builds what all workers share: per service its config, TLS setup and EP monitor, with one
 /// ticketer for every TLS service so that a ticket resumes on any core.
-fn shared_services(config: &Config) -> Result<Vec<Arc<SharedService>>, RuntimeError> {
-    let ticketer = crate::tls::server::shared_ticketer().map_err(|e| RuntimeError::Tls {
-        service: "*".into(),
-        message: e.to_string(),
-    })?;
+fn shared_services(
+    config: &Config,
+    ticketer: &Arc<dyn ProducesTickets>,
+) -> Result<Vec<Arc<SharedService>>, RuntimeError> {
     config
         .services
         .iter()
         .map(|s| {
-            SharedService::new(Arc::new(s.clone()), &ticketer)
+            SharedService::new(Arc::new(s.clone()), ticketer)
                 .map(Arc::new)
                 .map_err(|e| RuntimeError::Tls {
                     service: s.name.clone(),
@@ -110,7 +117,7 @@ fn shared_services(config: &Config) -> Result<Vec<Arc<SharedService>>, RuntimeEr
 /// Probes every server of every Extended Protection service once, off the workers, and feeds the
 /// certificates to the service's monitor (which logs a mismatch as an error). Later full
 /// handshakes keep checking.
-fn check_extended_protection_at_start(services: &Arc<Vec<Arc<SharedService>>>) {
+pub(crate) fn check_extended_protection_at_start(services: &Arc<Vec<Arc<SharedService>>>) {
     if !services.iter().any(|s| s.ep.is_some()) {
         return;
     }
@@ -144,10 +151,13 @@ fn check_extended_protection_at_start(services: &Arc<Vec<Arc<SharedService>>>) {
     }
 }
 
-/// Runs the proxy until SIGTERM/SIGINT and the drain that follows.
+/// Runs the proxy until SIGTERM/SIGINT and the drain that follows. SIGHUP reloads the
+/// configuration file; SIGUSR1 reopens the access log file.
 pub fn run(config: Config) -> Result<(), RuntimeError> {
     // Handlers first: a signal during start-up must drain, not kill.
-    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(RuntimeError::Signals)?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1]).map_err(RuntimeError::Signals)?;
+    let started = Instant::now();
     let allowed = affinity::allowed_cpus().map_err(RuntimeError::Affinity)?;
     let cpus = worker_cpus(&config.global.workers, &allowed);
     if cpus.len() > allowed.len() {
@@ -157,36 +167,59 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             "more workers than allowed CPUs: some CPUs run two workers"
         );
     }
-    let services = Arc::new(shared_services(&config)?);
-    let drain_timeout = config.global.drain_timeout;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (ready_tx, ready_rx) = mpsc::channel::<Result<RingFlags, String>>();
+    let ticketer = crate::tls::server::shared_ticketer().map_err(|e| RuntimeError::Tls {
+        service: "*".into(),
+        message: e.to_string(),
+    })?;
+    let services = shared_services(&config, &ticketer)?;
+    let mut sockets = listeners::bind_all(&services, cpus.len())?;
+    let admin_socket = match config.global.admin {
+        Some(addr) => Some(bind_admin(addr)?),
+        None => None,
+    };
+    let access_log = match &config.global.access_log {
+        Some(log) => Some(
+            AccessLogWriter::start(log).map_err(|e| RuntimeError::AccessLog {
+                target: format!("{:?}", log.target),
+                message: e.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    let counters = Arc::new(Counters::new(&cpus));
 
-    let mut sockets = listeners::bind_all(&services, cpus.len())?.into_iter();
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<RingFlags, String>>();
     let mut handles = Vec::with_capacity(cpus.len());
+    let mut commands = Vec::with_capacity(cpus.len());
     for (worker, &cpu) in cpus.iter().enumerate() {
-        let services = services.clone();
-        let sockets = sockets.next().unwrap_or_default();
-        let stop_rx = stop_rx.clone();
-        let ready_tx = ready_tx.clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        commands.push(tx);
+        let setup = worker::Setup {
+            worker,
+            cpu,
+            stats: counters.worker(worker),
+            log: access_log
+                .as_ref()
+                .zip(config.global.access_log.as_ref())
+                .map(|(w, c)| (w.sink(), c.format)),
+            commands: rx,
+            ready: ready_tx.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name(format!("ringmaster-w{worker}"))
-            .spawn(move || {
-                worker_thread(
-                    worker,
-                    cpu,
-                    services,
-                    sockets,
-                    stop_rx,
-                    ready_tx,
-                    drain_timeout,
-                )
-            })
+            .spawn(move || worker::thread_main(setup))
             .map_err(|source| RuntimeError::Spawn { worker, source })?;
         handles.push(handle);
     }
     drop(ready_tx);
 
+    let stop_all = |commands: &[tokio::sync::mpsc::UnboundedSender<worker::Command>]| {
+        for c in commands {
+            let _ = c.send(worker::Command::Stop {
+                drain_timeout: Duration::ZERO,
+            });
+        }
+    };
     let mut failure = None;
     for worker in 0..cpus.len() {
         match ready_rx.recv() {
@@ -205,8 +238,11 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             }
         }
     }
+    if failure.is_none() {
+        failure = start_services(&services, &mut sockets, &commands).err();
+    }
     if let Some(err) = failure {
-        let _ = stop_tx.send(true);
+        stop_all(&commands);
         for h in handles {
             let _ = h.join();
         }
@@ -222,27 +258,81 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         }
     }
     tracing::info!(workers = cpus.len(), ?cpus, "ringmaster ready");
-    check_extended_protection_at_start(&services);
-    let checkers = health::start(&services);
+    check_extended_protection_at_start(&Arc::new(services.clone()));
+
+    let admin_token = config.global.admin_token.clone().map(|t| t.0);
+    let controller = Controller::new(config, services, ticketer, commands);
+    let generation = controller.generation();
+    let reloads = controller.stats();
+    let controller = Arc::new(Mutex::new(controller));
+    let admin = match admin_socket {
+        Some(socket) => {
+            let control = Arc::new(AdminControl {
+                controller: controller.clone(),
+                generation,
+                counters: counters.clone(),
+                reloads,
+                started,
+            });
+            let addr = socket.local_addr().ok();
+            match crate::admin::server::spawn(socket, admin_token, control) {
+                Ok(server) => {
+                    tracing::info!(admin = ?addr, "admin API listening: /metrics, /api/services, /stats");
+                    Some(server)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the admin API; serving without it");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
 
     // Signals are handled on their own thread; this one waits for the workers.
     let signal_handle = signals.handle();
-    std::thread::Builder::new()
+    let access_log = access_log.map(Arc::new);
+    let reopen = access_log.clone();
+    let signal_controller = controller.clone();
+    let signal_thread = std::thread::Builder::new()
         .name("ringmaster-signals".into())
         .spawn(move || {
-            let mut seen = 0;
+            let mut stopping = false;
             for sig in signals.forever() {
-                seen += 1;
-                if seen == 1 {
-                    tracing::info!(signal = sig, drain_timeout = ?drain_timeout, "stopping: no new connections, draining established ones");
-                    let _ = stop_tx.send(true);
-                } else {
-                    tracing::warn!(signal = sig, "second signal: exiting now without waiting for connections");
-                    std::process::exit(0);
+                match sig {
+                    SIGHUP => {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        let _ = lock(&signal_controller).reload();
+                    }
+                    SIGUSR1 => match &reopen {
+                        Some(log) => {
+                            tracing::info!("SIGUSR1: reopening the access log");
+                            log.reopen();
+                        }
+                        None => tracing::info!("SIGUSR1: no access log file to reopen"),
+                    },
+                    _ if !stopping => {
+                        stopping = true;
+                        tracing::info!(
+                            signal = sig,
+                            "stopping: no new connections, draining established ones"
+                        );
+                        lock(&signal_controller).stop();
+                    }
+                    _ => {
+                        tracing::warn!(
+                            signal = sig,
+                            "second signal: exiting now without waiting for connections"
+                        );
+                        std::process::exit(0);
+                    }
                 }
             }
         })
-        .map_err(|source| RuntimeError::Spawn { worker: usize::MAX, source })?;
+        .map_err(|source| RuntimeError::Spawn {
+            worker: usize::MAX,
+            source,
+        })?;
 
     for h in handles {
         if h.join().is_err() {
@@ -250,118 +340,70 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         }
     }
     signal_handle.close();
-    checkers.stop();
+    let _ = signal_thread.join();
+    if let Some(admin) = admin {
+        admin.stop();
+    }
+    lock(&controller).stop_checkers();
+    if let Some(log) = access_log.and_then(Arc::into_inner) {
+        log.stop();
+    }
     tracing::info!("all workers stopped");
     Ok(())
 }
 
-fn worker_thread(
-    worker: usize,
-    cpu: usize,
-    services: Arc<Vec<Arc<SharedService>>>,
-    sockets: Vec<std::net::TcpListener>,
-    stop_rx: watch::Receiver<bool>,
-    ready_tx: mpsc::Sender<Result<RingFlags, String>>,
-    drain_timeout: Duration,
-) {
-    if let Err(e) = affinity::pin_current_thread(cpu) {
-        tracing::warn!(worker, cpu, error = %e, "cannot pin worker to its CPU; running unpinned");
-    }
-    let (rt, flags) = match ring::build_runtime() {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = ready_tx.send(Err(format!("cannot create io_uring: {e} (is io_uring disabled by sysctl kernel.io_uring_disabled or seccomp?)")));
-            return;
-        }
-    };
-    rt.block_on(worker_main(
-        worker,
-        services,
-        sockets,
-        stop_rx,
-        ready_tx,
-        flags,
-        drain_timeout,
-    ));
+/// Locks the controller (a panic while holding it leaves a usable state: every change is
+/// prepared before anything is switched).
+fn lock(controller: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
+    controller.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn worker_main(
-    worker: usize,
-    services: Arc<Vec<Arc<SharedService>>>,
-    sockets: Vec<std::net::TcpListener>,
-    mut stop_rx: watch::Receiver<bool>,
-    ready_tx: mpsc::Sender<Result<RingFlags, String>>,
-    flags: RingFlags,
-    drain_timeout: Duration,
-) {
-    let mut listeners = Vec::with_capacity(services.len());
-    for (shared, socket) in services.iter().zip(sockets) {
-        match ServiceState::new(shared.clone(), worker) {
-            Ok(state) => {
-                let state = Rc::new(state);
-                if state.tls_pool.is_some() || state.tcp_pool.is_some() {
-                    ring::spawn(crate::proxy::warm::refill(state.clone()));
-                }
-                listeners.push((Listener::from_std(socket), state));
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(format!(
-                    "service {}: TLS setup failed: {e}",
-                    shared.config.name
-                )));
-                return;
+/// Binds the admin listener (loopback unless a token is configured; the config checks that).
+fn bind_admin(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, RuntimeError> {
+    crate::net::listener::bind_std(addr, 128).map_err(|e| RuntimeError::Bind {
+        service: "admin".into(),
+        address: addr,
+        message: e.to_string(),
+    })
+}
+
+/// Hands every worker its sockets and the services' state, and waits until all serve.
+fn start_services(
+    services: &[Arc<SharedService>],
+    sockets: &mut [Vec<std::net::TcpListener>],
+    commands: &[tokio::sync::mpsc::UnboundedSender<worker::Command>],
+) -> Result<(), RuntimeError> {
+    let (tx, rx) = mpsc::channel();
+    for (w, (command, mine)) in commands.iter().zip(sockets.iter_mut()).enumerate() {
+        let plan = services
+            .iter()
+            .cloned()
+            .zip(mine.drain(..).map(Some))
+            .collect();
+        command
+            .send(worker::Command::Apply(worker::Plan {
+                services: plan,
+                reply: tx.clone(),
+            }))
+            .map_err(|_| RuntimeError::Worker {
+                worker: w,
+                message: "exited during start-up".into(),
+            })?;
+    }
+    drop(tx);
+    for worker in 0..commands.len() {
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return Err(RuntimeError::Worker { worker, message }),
+            Err(_) => {
+                return Err(RuntimeError::Worker {
+                    worker,
+                    message: "exited during start-up".into(),
+                })
             }
         }
     }
-    let _ = ready_tx.send(Ok(flags));
-    drop(ready_tx);
-
-    let registry = Rc::new(Registry::new());
-    let shortest_idle = services
-        .iter()
-        .map(|s| s.config.idle_timeout)
-        .min()
-        .unwrap_or(Duration::from_secs(1));
-    let sweeper = ring::spawn(registry.clone().run_sweeper(shortest_idle));
-
-    let mut stoppers = Vec::with_capacity(listeners.len());
-    let mut loops = Vec::with_capacity(listeners.len());
-    for (listener, state) in listeners {
-        stoppers.push(listener.stopper());
-        loops.push(ring::spawn(accept::accept_loop(
-            worker,
-            listener,
-            state,
-            registry.clone(),
-        )));
-    }
-
-    // Until the first signal (or the runtime going away).
-    let _ = stop_rx.wait_for(|stop| *stop).await;
-    for stopper in &stoppers {
-        stopper.stop();
-    }
-    for accept_loop in loops {
-        let _ = accept_loop.await;
-    }
-    let open = registry.active();
-    if open > 0 {
-        tracing::debug!(worker, open, "listeners closed; draining connections");
-        if tokio::time::timeout(drain_timeout, registry.wait_empty())
-            .await
-            .is_err()
-        {
-            let cut = registry.abort_all();
-            tracing::warn!(
-                worker,
-                cut,
-                ?drain_timeout,
-                "drain timeout reached: closing the remaining connections"
-            );
-            let _ = tokio::time::timeout(ABORT_GRACE, registry.wait_empty()).await;
-        }
-    }
-    sweeper.abort();
+    Ok(())
 }
 
 #[cfg(test)]

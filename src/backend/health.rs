@@ -224,7 +224,7 @@ impl Checker {
                 })
             }
         };
-        let hysteresis = Hysteresis::new(config.rise, config.fall, state.is_usable());
+        let hysteresis = Hysteresis::new(config.rise, config.fall, state.health() == Health::Up);
         Ok(Self {
             service,
             index,
@@ -281,7 +281,10 @@ impl Checker {
 
     fn run_until(mut self, stopped: impl Fn() -> bool) {
         while !stopped() {
-            self.check();
+            // A server in maintenance (`disable` through the admin API) is not checked.
+            if self.state.admin() != crate::admin::snapshot::AdminState::Disabled {
+                self.check();
+            }
             let next = Instant::now() + self.interval;
             loop {
                 if stopped() {

@@ -14,6 +14,8 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
+use crate::admin::snapshot::AdminState;
+
 /// Whether a real server passes its health checks.
 #[repr(u8)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,6 +75,8 @@ pub struct CheckSummary {
 pub struct ServerState {
     /// A [`Health`] as `u8`.
     health: AtomicU8,
+    /// An [`AdminState`] as `u8`, set through the admin API.
+    admin: AtomicU8,
     /// The last completed check; `None` until the first one ends (and forever without checks).
     last_check: ArcSwapOption<CheckSummary>,
 }
@@ -90,6 +94,7 @@ impl ServerState {
         };
         Self {
             health: AtomicU8::new(health as u8),
+            admin: AtomicU8::new(AdminState::Enabled as u8),
             last_check: ArcSwapOption::empty(),
         }
     }
@@ -100,11 +105,37 @@ impl ServerState {
         Health::from_u8(self.health.load(Ordering::Acquire))
     }
 
-    /// Whether new connections may go to this server. Today that is `health() == Up`;
-    /// administrative drain/disable will be added here.
+    /// Whether new connections may go to this server: it is up and the operator has neither
+    /// drained nor disabled it (two atomic loads).
     #[inline]
     pub fn is_usable(&self) -> bool {
         self.health() == Health::Up
+            && self.admin.load(Ordering::Acquire) == AdminState::Enabled as u8
+    }
+
+    /// What the operator set.
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Ordering::Acquire) {
+            b if b == AdminState::Drain as u8 => AdminState::Drain,
+            b if b == AdminState::Disabled as u8 => AdminState::Disabled,
+            _ => AdminState::Enabled,
+        }
+    }
+
+    /// Sets the operator's state; returns the previous one.
+    pub fn set_admin(&self, state: AdminState) -> AdminState {
+        let before = self.admin();
+        self.admin.store(state as u8, Ordering::Release);
+        before
+    }
+
+    /// One word for display: `maint` (disabled), `drain`, else the health (`up`/`down`).
+    pub fn state_word(&self) -> &'static str {
+        match self.admin() {
+            AdminState::Disabled => "maint",
+            AdminState::Drain => "drain",
+            AdminState::Enabled => self.health().as_str(),
+        }
     }
 
     /// Sets the health and returns the previous one. Called by the server's health checker; a
@@ -163,6 +194,20 @@ mod tests {
         };
         state.record_check(summary.clone());
         assert_eq!(state.last_check(), Some(summary));
+    }
+
+    #[test]
+    fn drain_and_disable_stop_new_connections() {
+        let s = ServerState::new(true);
+        assert_eq!(s.set_admin(AdminState::Drain), AdminState::Enabled);
+        assert!(!s.is_usable());
+        assert_eq!(s.state_word(), "drain");
+        s.set_admin(AdminState::Disabled);
+        assert_eq!(s.state_word(), "maint");
+        s.set_admin(AdminState::Enabled);
+        assert!(s.is_usable());
+        s.set_health(Health::Down);
+        assert_eq!(s.state_word(), "down");
     }
 
     #[test]

@@ -42,22 +42,39 @@ pub struct SharedBalance {
 impl SharedBalance {
     /// Balancing state for `service`; every server starts up.
     pub fn new(service: &Service) -> Self {
-        let servers: Vec<Arc<ServerState>> = service
-            .servers
-            .iter()
-            .map(|_| Arc::new(ServerState::new(true)))
-            .collect();
-        let weights: Vec<u32> = service.servers.iter().map(|s| s.weight.get()).collect();
+        Self::reloaded(service, None)
+    }
+
+    /// Balancing state for `service` after a reload, carrying over from `previous` (the same
+    /// service under the old configuration) what belongs to servers that still exist: their
+    /// health and admin state, their connection counts when the server list is unchanged, and
+    /// the persistence entries pointing to them (when the map's size and timeout are unchanged).
+    pub fn reloaded(service: &Service, previous: Option<&SharedBalance>) -> Self {
         let keys: Vec<String> = service
             .servers
             .iter()
             .map(|s| s.address.to_string())
             .collect();
+        let old_index = |key: &String| previous.and_then(|p| p.keys.iter().position(|k| k == key));
+        let servers: Vec<Arc<ServerState>> = keys
+            .iter()
+            .map(|k| match (previous, old_index(k)) {
+                (Some(p), Some(i)) => p.servers[i].clone(),
+                _ => Arc::new(ServerState::new(true)),
+            })
+            .collect();
+        let weights: Vec<u32> = service.servers.iter().map(|s| s.weight.get()).collect();
+        let same_servers = previous.is_some_and(|p| p.keys == keys);
+        let counts = match previous {
+            Some(p) if same_servers => p.counts.clone(),
+            _ => ConnCounts::new(servers.len()),
+        };
         let maglev = (service.schedule == Schedule::SourceHash).then(|| {
             let members: Vec<(&str, u32, bool)> = keys
                 .iter()
                 .zip(&weights)
-                .map(|(k, w)| (k.as_str(), *w, true))
+                .zip(&servers)
+                .map(|((k, w), s)| (k.as_str(), *w, s.is_usable()))
                 .collect();
             Arc::new(SharedMaglev::new(&members, DEFAULT_TABLE_SIZE))
         });
@@ -67,10 +84,27 @@ impl SharedBalance {
             // one second, so a client keeps its server at least as long as configured.
             let secs = p.timeout.as_secs() + u64::from(p.timeout.subsec_nanos() > 0) + 1;
             let timeout = u32::try_from(secs).unwrap_or(u32::MAX).max(1);
-            Arc::new(PersistenceMap::new(p.capacity, timeout))
+            let reusable = previous
+                .and_then(|prev| prev.persistence.clone())
+                .filter(|m| m.timeout_secs() == timeout && m.capacity() >= p.capacity);
+            match (reusable, previous) {
+                (Some(map), Some(prev)) => {
+                    if !same_servers {
+                        let moves: Vec<Option<u16>> = prev
+                            .keys
+                            .iter()
+                            .map(|k| keys.iter().position(|n| n == k))
+                            .map(|i| i.and_then(|i| u16::try_from(i).ok()))
+                            .collect();
+                        map.remap(&moves);
+                    }
+                    map
+                }
+                _ => Arc::new(PersistenceMap::new(p.capacity, timeout)),
+            }
         });
         Self {
-            counts: ConnCounts::new(servers.len()),
+            counts,
             servers,
             maglev,
             persistence,

@@ -12,7 +12,15 @@ use toml::{Spanned, Value};
 /// Keys allowed at the top level. Kept in sync with [`RawFile`] by a test.
 pub(super) const TOP_KEYS: &[&str] = &["global", "service"];
 /// Keys allowed in `[global]`. Kept in sync with [`RawGlobal`] by a test.
-pub(super) const GLOBAL_KEYS: &[&str] = &["workers", "drain_timeout"];
+pub(super) const GLOBAL_KEYS: &[&str] = &[
+    "workers",
+    "drain_timeout",
+    "admin",
+    "admin_token",
+    "access_log",
+];
+/// Keys allowed in `access_log = { ... }`. Kept in sync with [`RawAccessLog`] by a test.
+pub(super) const ACCESS_LOG_KEYS: &[&str] = &["path", "format"];
 /// Keys allowed in `[[service]]`. Kept in sync with [`RawService`] by a test.
 pub(super) const SERVICE_KEYS: &[&str] = &[
     "name",
@@ -60,6 +68,17 @@ pub(super) struct RawFile {
 pub(super) struct RawGlobal {
     pub workers: Option<Spanned<Value>>,
     pub drain_timeout: Option<Spanned<Value>>,
+    pub admin: Option<Spanned<Value>>,
+    pub admin_token: Option<Spanned<Value>>,
+    pub access_log: Option<Spanned<RawAccessLog>>,
+}
+
+/// `access_log = { path = "stdout", format = "logfmt" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccessLog {
+    pub path: Option<Spanned<Value>>,
+    pub format: Option<Spanned<Value>>,
 }
 
 /// One `[[service]]`; its span starts at the `[[service]]` header.
@@ -142,6 +161,7 @@ pub(super) fn table_of(allowed: &[&str]) -> Option<&'static str> {
     [
         (TOP_KEYS, "the top level"),
         (GLOBAL_KEYS, "[global]"),
+        (ACCESS_LOG_KEYS, "access_log = { ... }"),
         (SERVICE_KEYS, "[[service]]"),
         (SERVER_KEYS, "[[service.server]]"),
         (SNI_CERT_KEYS, "[[service.sni_certificate]]"),
@@ -163,9 +183,10 @@ mod tests {
     /// must match, or the fix we print would list the wrong keys.
     #[test]
     fn key_lists_match_the_structs() {
-        let cases: [(&str, &[&str]); 8] = [
+        let cases: [(&str, &[&str]); 9] = [
             ("bogus = 1\n", TOP_KEYS),
             ("[global]\nbogus = 1\n", GLOBAL_KEYS),
+            ("[global]\naccess_log = { bogus = 1 }\n", ACCESS_LOG_KEYS),
             ("[[service]]\nbogus = 1\n", SERVICE_KEYS),
             ("[[service]]\n[[service.server]]\nbogus = 1\n", SERVER_KEYS),
             (

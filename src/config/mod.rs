@@ -11,6 +11,7 @@ mod balance;
 mod duration;
 mod error;
 mod file;
+mod global;
 mod health;
 mod service;
 mod suggest;
@@ -67,6 +68,49 @@ pub struct Global {
     pub workers: Workers,
     /// How long a draining process waits for open connections before it exits (default 30s).
     pub drain_timeout: Duration,
+    /// Where the admin API listens; off when absent.
+    pub admin: Option<SocketAddr>,
+    /// Bearer token the admin API requires, when set (required for a non-loopback `admin`).
+    pub admin_token: Option<Secret>,
+    /// The per-connection access log; off when absent.
+    pub access_log: Option<AccessLog>,
+}
+
+/// A string that never appears in `Debug` output (tokens).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `[global] access_log = { path, format }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// Where lines go.
+    pub target: LogTarget,
+    /// How each line is written.
+    pub format: LogFormat,
+}
+
+/// Where the access log is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    /// Standard output (`path = "stdout"`, the default).
+    Stdout,
+    /// A file, appended to, reopened on SIGUSR1 (for logrotate).
+    File(PathBuf),
+}
+
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `key=value` pairs (the default).
+    Logfmt,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Number of worker threads.
@@ -289,4 +333,10 @@ impl Config {
     pub fn summary(&self) -> String {
         summary::render(self)
     }
+}
+
+/// A listen address as the config accepts it (an IP literal and a non-zero port), for the admin
+/// API's Change Address; the error says what is wrong and how to fix it.
+pub fn parse_listen_address(text: &str) -> Result<SocketAddr, String> {
+    address::listen_address(text).map_err(|r| format!("{} ({})", r.message, r.fix))
 }

@@ -33,6 +33,7 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
     };
     let global = checker.global(raw.global.as_ref());
     let services = checker.services(raw.service.as_deref().unwrap_or(&[]));
+    checker.admin_collision(raw.global.as_ref(), &global, &services);
     if checker.problems.is_empty() {
         Ok(Config {
             path: path.to_path_buf(),
@@ -241,9 +242,16 @@ impl Checker<'_> {
             .and_then(|v| self.workers(v));
         let drain = raw.and_then(|g| g.drain_timeout.as_ref());
         let drain_timeout = self.duration("drain_timeout", drain, DEFAULT_DRAIN_TIMEOUT);
+        let (admin, admin_token) = self.admin(raw);
+        let access_log = raw
+            .and_then(|g| g.access_log.as_ref())
+            .and_then(|v| self.access_log(v));
         Global {
             workers: workers.unwrap_or(Workers::Auto),
             drain_timeout: drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
+            admin,
+            admin_token,
+            access_log,
         }
     }
 

@@ -10,24 +10,31 @@
 mod front;
 pub mod offload;
 pub mod passthrough;
+pub mod record;
 pub mod reencrypt;
 pub mod registry;
 pub mod relay;
 pub mod warm;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use crossbeam::utils::CachePadded;
 
 use rustls::server::ProducesTickets;
 use rustls::{ClientConfig, ServerConfig};
 
+use crate::access_log::LocalLog;
 use crate::balance::select::{Balancer, SharedBalance};
 use crate::config::{Mode, Service};
+use crate::counters::{ServerCounters, ServiceCounters, WorkerStats};
 use crate::net::TcpStream;
 use crate::tls::ep_monitor::EpMonitor;
 use crate::tls::{client, server, TlsSetupError};
+use record::Record;
 use registry::{ConnGuard, Registry};
 
 /// What all workers share about one service: its config, its TLS setup and EP monitor.
@@ -50,6 +57,16 @@ impl SharedService {
         config: Arc<Service>,
         ticketer: &Arc<dyn ProducesTickets>,
     ) -> Result<Self, TlsSetupError> {
+        Self::reloaded(config, ticketer, None)
+    }
+
+    /// Like [`new`](Self::new) after a reload: server health, admin state, connection counts
+    /// and persistence entries carry over from `previous`, the same service's old state.
+    pub fn reloaded(
+        config: Arc<Service>,
+        ticketer: &Arc<dyn ProducesTickets>,
+        previous: Option<&SharedService>,
+    ) -> Result<Self, TlsSetupError> {
         let resolver = match &config.tls {
             Some(tls) => Some(Arc::new(
                 server::SniResolver::new(&tls.certificates).ok_or(TlsSetupError::NoCertificate)?,
@@ -66,7 +83,10 @@ impl SharedService {
             }
             _ => None,
         };
-        let balance = Arc::new(SharedBalance::new(&config));
+        let balance = Arc::new(SharedBalance::reloaded(
+            &config,
+            previous.map(|p| &*p.balance),
+        ));
         Ok(Self {
             config,
             front_tls,
@@ -91,12 +111,35 @@ pub struct ServiceState {
     pub tls_pool: Option<warm::TlsPool>,
     /// Idle connected server sockets (offload with `warm > 0`).
     pub tcp_pool: Option<warm::TcpPool>,
+    /// This worker's counters for the service.
+    pub counters: Arc<CachePadded<ServiceCounters>>,
+    /// This worker's counters per server, in config order.
+    pub server_counters: Vec<Arc<CachePadded<ServerCounters>>>,
+    /// This worker's own counters.
+    pub worker: Arc<WorkerStats>,
+    /// This worker's access log buffer, when the log is on.
+    pub access_log: Option<Rc<LocalLog>>,
+    /// Set when a reload or a stop replaced this state: its warm pool stops refilling, and
+    /// connections already using it finish under it.
+    pub retired: Cell<bool>,
 }
 
 impl ServiceState {
-    /// Per-worker state for a service; `worker` staggers the round-robin start.
-    pub fn new(shared: Arc<SharedService>, worker: usize) -> Result<Self, TlsSetupError> {
+    /// Per-worker state for a service; `worker` staggers the round-robin start; `stats` are the
+    /// worker's counters and `access_log` its log buffer.
+    pub fn new(
+        shared: Arc<SharedService>,
+        worker: usize,
+        stats: Arc<WorkerStats>,
+        access_log: Option<Rc<LocalLog>>,
+    ) -> Result<Self, TlsSetupError> {
         let config = &shared.config;
+        let counters = stats.service(&config.name);
+        let server_counters = config
+            .servers
+            .iter()
+            .map(|s| stats.server(&config.name, s.address))
+            .collect();
         let balancer = Balancer::new(shared.balance.clone(), worker);
         let front_tls = shared.front_tls.as_ref().map(server::for_worker);
         let backend_tls = match &config.backend_tls {
@@ -111,6 +154,11 @@ impl ServiceState {
         Ok(Self {
             tls_pool,
             tcp_pool,
+            counters,
+            server_counters,
+            worker: stats,
+            access_log,
+            retired: Cell::new(false),
             balancer: RefCell::new(balancer),
             front_tls,
             backend_tls,
@@ -137,17 +185,40 @@ pub struct Upstream<S> {
 impl ServiceState {
     /// The servers to try for `peer`, best first; logs and returns an empty list when no server
     /// is usable (every one down), so the client is closed at once.
-    pub(crate) fn plan(&self, peer: SocketAddr) -> Vec<usize> {
+    pub(crate) fn plan(&self, peer: SocketAddr, record: &mut Record) -> Vec<usize> {
         let order = self.balancer.borrow_mut().plan(peer.ip());
         if order.is_empty() {
-            tracing::warn!(service = %self.config().name, client = %peer, "every server is down; closing the client");
+            tracing::warn!(service = %self.config().name, client = %peer, "every server is down, drained or disabled; closing the client");
+            self.counters.no_server.inc();
+            record.fail(
+                relay::Side::Server,
+                "no server available (all down, drained or disabled)",
+            );
         }
         order
     }
 
-    /// Wraps the stream of a successful connection to server `index` for client `peer`.
-    pub(crate) fn upstream<S>(&self, peer: SocketAddr, index: usize, stream: S) -> Upstream<S> {
+    /// Records that no server in the plan could be reached.
+    pub(crate) fn unreachable(&self, record: &mut Record) {
+        self.counters.no_server.inc();
+        record.fail(relay::Side::Server, "no server could be reached");
+    }
+
+    /// Wraps the stream of a successful connection to server `index` for client `peer`, and
+    /// points the connection's counters and record at that server.
+    pub(crate) fn upstream<S>(
+        &self,
+        peer: SocketAddr,
+        index: usize,
+        stream: S,
+        guard: &ConnGuard,
+        record: &mut Record,
+    ) -> Upstream<S> {
         let address = self.config().servers[index].address;
+        let counters = &self.server_counters[index];
+        counters.connections.inc();
+        guard.set_server_counters(counters.clone());
+        record.server = Some(index);
         let count = self.balancer.borrow().connected(peer.ip(), index);
         Upstream {
             stream,
@@ -157,40 +228,25 @@ impl ServiceState {
     }
 }
 
-/// Serves one accepted client connection until both directions are closed.
+/// Serves one accepted client connection until both directions are closed, then counts it and
+/// writes its access log line.
 pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
     service: Rc<ServiceState>,
     registry: Rc<Registry>,
 ) {
+    let accepted_at = SystemTime::now();
+    let started = Instant::now();
+    service.counters.accepted.inc();
+    service.worker.worker.accepted.inc();
     // Registered from the start, so a client that never sends its ClientHello is timed out too.
     let guard = registry.register([client.raw_fd(), -1], service.config().idle_timeout);
+    let mut record = Record::default();
     match service.config().mode {
-        Mode::Passthrough => passthrough::serve(client, peer, &service, &guard).await,
-        Mode::Offload => offload::serve(client, peer, &service, &guard).await,
-        Mode::Reencrypt => reencrypt::serve(client, peer, &service, &guard).await,
+        Mode::Passthrough => passthrough::serve(client, peer, &service, &guard, &mut record).await,
+        Mode::Offload => offload::serve(client, peer, &service, &guard, &mut record).await,
+        Mode::Reencrypt => reencrypt::serve(client, peer, &service, &guard, &mut record).await,
     }
-}
-
-/// Logs how a relayed connection ended (debug level; the access log comes with the admin work).
-pub(crate) fn log_close(
-    service: &ServiceState,
-    peer: SocketAddr,
-    server: SocketAddr,
-    guard: &ConnGuard,
-    outcome: &relay::RelayOutcome,
-    started: std::time::Instant,
-) {
-    let ended = match &outcome.error {
-        _ if guard.activity().timed_out() => "idle timeout".to_string(),
-        None => "closed".to_string(),
-        Some((side, e)) => format!("{side} error: {e}"),
-    };
-    tracing::debug!(
-        service = %service.config().name, client = %peer, server = %server,
-        bytes_in = outcome.client_to_server, bytes_out = outcome.server_to_client,
-        duration_ms = started.elapsed().as_millis() as u64, ended = %ended,
-        "connection closed"
-    );
+    record.finish(&service, peer, accepted_at, started, &guard);
 }

@@ -4,31 +4,38 @@
 //! ALPN list (and its SNI, unless one is configured), and the client is answered with the ALPN the
 //! server chose: h2 and http/1.1 both work end to end without ringmaster parsing HTTP.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use rustls::client::ClientConnection;
 use rustls::Connection;
 use rustls_pki_types::ServerName;
 
 use super::front::{accept_client, client_hello};
+use super::record::Record;
 use super::registry::ConnGuard;
 use super::relay::relay;
-use super::{log_close, ServiceState, Upstream};
+use super::{ServiceState, Upstream};
 use crate::net::deadline::Deadline;
 use crate::net::{connect::connect, TcpStream};
 
 use crate::tls::stream::TlsStream;
 
 /// Serves one re-encrypt connection.
-pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, guard: &ConnGuard) {
+pub async fn serve(
+    client: TcpStream,
+    peer: SocketAddr,
+    service: &ServiceState,
+    guard: &ConnGuard,
+    record: &mut Record,
+) {
     let config = service.config();
     let Some(front) = service.front_tls.as_ref() else {
         tracing::error!(service = %config.name, "reencrypt service without TLS configuration; closing client");
         return;
     };
-    let Some(hello) = client_hello(&client, service, peer).await else {
+    let Some(hello) = client_hello(&client, service, peer, record).await else {
         return;
     };
     let offered = hello.accepted.client_hello();
@@ -38,7 +45,9 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
         .map(|list| list.map(<[u8]>::to_vec).collect())
         .unwrap_or_default();
 
-    let Some(server) = connect_tls(service, peer, client_sni.as_deref(), &alpn, guard).await else {
+    let Some(server) =
+        connect_tls(service, peer, client_sni.as_deref(), &alpn, guard, record).await
+    else {
         return;
     };
 
@@ -54,12 +63,10 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: &ServiceState, 
         });
         Arc::new(cfg)
     };
-    let Some(client) = accept_client(client, hello, front, service, peer).await else {
+    let Some(client) = accept_client(client, hello, front, service, peer, record).await else {
         return;
     };
-    let started = Instant::now();
-    let outcome = relay(&client, &server.stream, guard).await;
-    log_close(service, peer, server.address, guard, &outcome, started);
+    record.outcome = Some(relay(&client, &server.stream, guard).await);
 }
 
 /// Connects and handshakes with the scheduled server, failing over to each other server once on a
@@ -70,9 +77,10 @@ async fn connect_tls(
     client_sni: Option<&str>,
     alpn: &[Vec<u8>],
     guard: &ConnGuard,
+    record: &mut Record,
 ) -> Option<Upstream<TlsStream>> {
     let config = service.config();
-    let order = service.plan(peer);
+    let order = service.plan(peer, record);
     if order.is_empty() {
         return None;
     }
@@ -84,13 +92,13 @@ async fn connect_tls(
             pool.learn(index, &key);
             if let Some(server) = pool.take(index, &key) {
                 guard.set_server_fd(server.tcp().raw_fd());
-                return Some(service.upstream(peer, index, server));
+                return Some(service.upstream(peer, index, server, guard, record));
             }
         }
         match open_tls(service, index, name, alpn, client_sni).await {
             Ok(server) => {
                 guard.set_server_fd(server.tcp().raw_fd());
-                return Some(service.upstream(peer, index, server));
+                return Some(service.upstream(peer, index, server, guard, record));
             }
             Err(why) => {
                 tracing::warn!(service = %config.name, server = %address, client = %peer, error = %why, "server connection failed (side=server); trying the next server");
@@ -98,6 +106,7 @@ async fn connect_tls(
         }
     }
     tracing::warn!(service = %config.name, client = %peer, "no server could be reached over TLS; closing the client");
+    service.unreachable(record);
     None
 }
 
@@ -127,26 +136,31 @@ pub(crate) async fn open_tls(
     name: ServerName<'static>,
     alpn: &[Vec<u8>],
     front_sni: Option<&str>,
-) -> Result<TlsStream, String> {
+) -> Result<TlsStream, OpenError> {
     let config = service.config();
     let address = config.servers[index].address;
+    let counters = &service.server_counters[index];
     let tcp = connect(address, config.connect_timeout)
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(|e| {
+            counters.connect_errors.inc();
+            OpenError(format!("connect: {e}"))
+        })?;
     let conn =
         ClientConnection::new_with_alpn(service.backend_tls[index].clone(), name, alpn.to_vec())
-            .map_err(|e| format!("cannot start the TLS session: {e}"))?;
+            .map_err(|e| OpenError(format!("cannot start the TLS session: {e}")))?;
     let server = TlsStream::new(tcp, Connection::Client(conn), None);
     let deadline = Deadline::arm(server.tcp().raw_fd(), config.connect_timeout);
     if let Err(e) = server.handshake().await {
-        return Err(if deadline.fired() {
+        counters.tls_errors.inc();
+        return Err(OpenError(if deadline.fired() {
             format!(
                 "TLS handshake: no TLS answer within {:?}",
                 config.connect_timeout
             )
         } else {
             format!("TLS handshake: {e}")
-        });
+        }));
     }
     drop(deadline);
     let kind = server.with_conn(|c| c.handshake_kind());
@@ -162,4 +176,14 @@ pub(crate) async fn open_tls(
         }
     }
     Ok(server)
+}
+
+/// Why a connection to a server could not be opened (connect or TLS), in words.
+#[derive(Debug)]
+pub struct OpenError(String);
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }

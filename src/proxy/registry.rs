@@ -10,9 +10,14 @@
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam::utils::CachePadded;
+
 use tokio::sync::Notify;
+
+use crate::counters::ServerCounters;
 
 /// The sweeper never ticks slower than this, so a timeout fires at most this late.
 pub const MAX_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -26,12 +31,18 @@ pub struct Activity {
     idle_ms: u64,
     fds: Cell<[RawFd; 2]>,
     timed_out: Cell<bool>,
+    aborted: Cell<bool>,
 }
 
 impl Activity {
     /// True once the sweeper closed this connection for being idle.
     pub fn timed_out(&self) -> bool {
         self.timed_out.get()
+    }
+
+    /// True once a drain timeout (or shutdown) closed this connection.
+    pub fn aborted(&self) -> bool {
+        self.aborted.get()
     }
 }
 
@@ -87,6 +98,7 @@ impl Registry {
             idle_ms: u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX),
             fds: Cell::new(fds),
             timed_out: Cell::new(false),
+            aborted: Cell::new(false),
         });
         let mut slots = self.slots.borrow_mut();
         let key = match self.free.borrow_mut().pop() {
@@ -104,6 +116,7 @@ impl Registry {
             registry: self.clone(),
             key,
             activity,
+            counters: RefCell::new(None),
         }
     }
 
@@ -139,6 +152,7 @@ impl Registry {
     pub fn abort_all(&self) -> usize {
         let slots = self.slots.borrow();
         for activity in slots.iter().flatten() {
+            activity.aborted.set(true);
             shutdown_fds(activity.fds.get());
         }
         slots.iter().flatten().count()
@@ -185,6 +199,7 @@ pub struct ConnGuard {
     registry: Rc<Registry>,
     key: usize,
     activity: Rc<Activity>,
+    counters: RefCell<Option<Arc<CachePadded<ServerCounters>>>>,
 }
 
 impl ConnGuard {
@@ -202,6 +217,16 @@ impl ConnGuard {
     pub fn set_server_fd(&self, fd: RawFd) {
         let [client, _] = self.activity.fds.get();
         self.activity.fds.set([client, fd]);
+    }
+
+    /// The counters of the server this connection is relayed to; the relay adds its bytes there.
+    pub fn set_server_counters(&self, counters: Arc<CachePadded<ServerCounters>>) {
+        *self.counters.borrow_mut() = Some(counters);
+    }
+
+    /// The server's counters, once chosen.
+    pub fn server_counters(&self) -> Option<Arc<CachePadded<ServerCounters>>> {
+        self.counters.borrow().clone()
     }
 }
 

@@ -6,6 +6,7 @@
 //! A clean EOF on one side becomes a half-close (`FIN`) towards the other while the opposite
 //! direction keeps flowing; an error on either side aborts both, which also wakes the other pump.
 
+use std::cell::Cell;
 use std::io;
 use std::net::Shutdown;
 
@@ -78,6 +79,8 @@ pub struct RelayOutcome {
     pub server_to_client: u64,
     /// The first error, with the side whose socket reported it; `None` for a clean close.
     pub error: Option<(Side, io::Error)>,
+    /// The side that ended its data first (its EOF reached the relay first).
+    pub first_close: Option<Side>,
 }
 
 /// Copies both directions until both are closed, then returns what happened.
@@ -86,11 +89,29 @@ pub async fn relay<C: Endpoint, S: Endpoint>(
     server: &S,
     guard: &ConnGuard,
 ) -> RelayOutcome {
+    let first_close = Cell::new(None);
     let (up, down) = tokio::join!(
-        pump(client, Side::Client, server, Side::Server, guard),
-        pump(server, Side::Server, client, Side::Client, guard),
+        pump(
+            client,
+            Side::Client,
+            server,
+            Side::Server,
+            guard,
+            &first_close
+        ),
+        pump(
+            server,
+            Side::Server,
+            client,
+            Side::Client,
+            guard,
+            &first_close
+        ),
     );
-    let mut outcome = RelayOutcome::default();
+    let mut outcome = RelayOutcome {
+        first_close: first_close.get(),
+        ..RelayOutcome::default()
+    };
     let mut record = |res: Result<u64, (u64, Side, io::Error)>| match res {
         Ok(n) => n,
         Err((n, side, e)) => {
@@ -114,9 +135,16 @@ async fn pump<R: Endpoint, W: Endpoint>(
     to: &W,
     to_side: Side,
     guard: &ConnGuard,
+    first_close: &Cell<Option<Side>>,
 ) -> Result<u64, (u64, Side, io::Error)> {
     let registry = guard.registry();
     let activity = guard.activity();
+    // Bytes are counted as they go (a scrape sees long transfers move), on this core's line.
+    let counters = guard.server_counters();
+    let counter = counters.as_deref().map(|c| match from_side {
+        Side::Client => &c.bytes_in,
+        Side::Server => &c.bytes_out,
+    });
     let mut buf = Vec::with_capacity(INITIAL_BUF);
     let mut copied: u64 = 0;
     loop {
@@ -124,6 +152,9 @@ async fn pump<R: Endpoint, W: Endpoint>(
         buf = b;
         let n = match res {
             Ok(0) => {
+                if first_close.get().is_none() {
+                    first_close.set(Some(from_side));
+                }
                 // Half-close: tell the other side, keep the opposite direction going.
                 return match to.close_write().await {
                     Ok(()) => Ok(copied),
@@ -148,6 +179,9 @@ async fn pump<R: Endpoint, W: Endpoint>(
             return Err((copied, to_side, e));
         }
         copied += n as u64;
+        if let Some(counter) = counter {
+            counter.add(n as u64);
+        }
         registry.touch(activity);
         if filled && buf.capacity() < MAX_BUF {
             let grown = (buf.capacity() * 2).min(MAX_BUF);

@@ -46,9 +46,10 @@ pub fn pools(config: &Service) -> (Option<TlsPool>, Option<TcpPool>) {
     }
 }
 
-/// Fills this worker's pools of `service` until the worker stops (the task is dropped with it).
+/// Fills this worker's pools of `service` until the worker stops or the state is retired by a
+/// reload (its idle connections then close with it).
 pub async fn refill(service: Rc<ServiceState>) {
-    loop {
+    while !service.retired.get() {
         if let Some(pool) = &service.tls_pool {
             pool.expire();
             for index in 0..pool.servers() {
@@ -78,6 +79,7 @@ pub async fn refill(service: Rc<ServiceState>) {
                     match connect(config.servers[index].address, config.connect_timeout).await {
                         Ok(stream) => pool.put(index, (), stream),
                         Err(e) => {
+                            service.server_counters[index].connect_errors.inc();
                             tracing::debug!(service = %config.name, server = %config.servers[index].address, error = %e, "warm pool: cannot connect; retrying later");
                             break;
                         }

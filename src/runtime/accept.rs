@@ -1,5 +1,6 @@
 //! The accept loop of one listener on one worker. It never dies on a transient error.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -14,11 +15,13 @@ const RESOURCE_BACKOFF: Duration = Duration::from_millis(50);
 /// At most one log line per this interval for repeated accept errors, with a count of the rest.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
-/// Accepts connections until the listener is stopped, spawning one task per connection.
+/// Accepts connections until the listener is stopped, spawning one task per connection. Each
+/// connection gets the service state current when it is accepted (a reload swaps it in
+/// `service`; connections already open keep theirs).
 pub async fn accept_loop(
     worker: usize,
     listener: Listener,
-    service: Rc<ServiceState>,
+    service: Rc<RefCell<Rc<ServiceState>>>,
     registry: Rc<Registry>,
 ) {
     let mut last_log: Option<Instant> = None;
@@ -26,12 +29,8 @@ pub async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                ring::spawn(proxy::serve(
-                    stream,
-                    peer,
-                    service.clone(),
-                    registry.clone(),
-                ));
+                let state = service.borrow().clone();
+                ring::spawn(proxy::serve(stream, peer, state, registry.clone()));
             }
             Err(e) => {
                 let errno = e.raw_os_error();
@@ -40,6 +39,7 @@ pub async fn accept_loop(
                     tracing::debug!(worker, listen = %listener.addr(), "listener stopped");
                     return;
                 }
+                service.borrow().worker.worker.accept_errors.inc();
                 let now = Instant::now();
                 if last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
                     tracing::warn!(worker, listen = %listener.addr(), error = %e, suppressed, "accept failed; retrying");

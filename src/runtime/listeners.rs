@@ -19,27 +19,36 @@ pub fn bind_all(
         .map(|_| Vec::with_capacity(services.len()))
         .collect();
     for shared in services {
-        let service = &shared.config;
-        let group = bind_group(service.listen, service.backlog, workers).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-                " (another process listens there: stop it or change `listen`)"
-            } else {
-                ""
-            };
-            RuntimeError::Bind {
-                service: service.name.clone(),
-                address: service.listen,
-                message: format!("{e}{hint}"),
-            }
-        })?;
-        if service.steer == Steer::ClientIp {
-            steer(&service.name, service.listen, &group);
-        }
-        for (w, socket) in group.into_iter().enumerate() {
+        for (w, socket) in bind_service(shared, workers)?.into_iter().enumerate() {
             per_worker[w].push(socket);
         }
     }
     Ok(per_worker)
+}
+
+/// Binds one service's group of `workers` sockets (listening when this returns), with client-IP
+/// steering attached when the service asks for it.
+pub fn bind_service(
+    shared: &SharedService,
+    workers: usize,
+) -> Result<Vec<TcpListener>, RuntimeError> {
+    let service = &shared.config;
+    let group = bind_group(service.listen, service.backlog, workers).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (another process listens there: stop it or change `listen`)"
+        } else {
+            ""
+        };
+        RuntimeError::Bind {
+            service: service.name.clone(),
+            address: service.listen,
+            message: format!("{e}{hint}"),
+        }
+    })?;
+    if service.steer == Steer::ClientIp {
+        steer(&service.name, service.listen, &group);
+    }
+    Ok(group)
 }
 
 /// Attaches the steering program, or explains once why the kernel's default hash stays.

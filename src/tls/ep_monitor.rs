@@ -7,7 +7,7 @@
 //! logs it).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
@@ -45,6 +45,8 @@ pub struct EpMonitor {
     last_seen: Vec<AtomicU64>,
     /// Per server: mismatches seen.
     mismatches: Vec<AtomicU64>,
+    /// Per server: the last verdict (0 none yet, 1 match, 2 mismatch), for the admin API.
+    last_verdict: Vec<AtomicU8>,
 }
 
 impl EpMonitor {
@@ -73,12 +75,14 @@ impl EpMonitor {
             .map(|_| AtomicU64::new(0))
             .collect();
         let mismatches = addresses.iter().map(|_| AtomicU64::new(0)).collect();
+        let last_verdict = addresses.iter().map(|_| AtomicU8::new(0)).collect();
         Ok(Self {
             service: service.name.clone(),
             fronts,
             addresses,
             last_seen,
             mismatches,
+            last_verdict,
         })
     }
 
@@ -99,6 +103,16 @@ impl EpMonitor {
             .unwrap_or(0)
     }
 
+    /// Whether the certificate server `index` presented last matched the client's; `None`
+    /// before its first full handshake or check.
+    pub fn matches(&self, index: usize) -> Option<bool> {
+        match self.last_verdict.get(index)?.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+
     /// Mismatches counted for server `index` so far.
     pub fn mismatches(&self, index: usize) -> u64 {
         self.mismatches
@@ -114,9 +128,11 @@ impl EpMonitor {
         else {
             return Verdict::Unreadable(format!("no server #{index}"));
         };
+        let verdict = &self.last_verdict[index];
         let hash = match tls_server_end_point(cert_der) {
             Ok(h) => h,
             Err(e) => {
+                verdict.store(2, Ordering::Relaxed);
                 mismatches.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(service = %self.service, server = %address, error = %e, "Extended Protection: cannot read the server's certificate");
                 return Verdict::Unreadable(e.to_string());
@@ -128,11 +144,13 @@ impl EpMonitor {
             .swap(hash.fingerprint(), Ordering::Relaxed);
         let changed = previous != hash.fingerprint();
         if hash == *expected {
+            verdict.store(1, Ordering::Relaxed);
             if changed && previous != 0 {
                 tracing::info!(service = %self.service, server = %address, hash = %hash, "Extended Protection: the server's certificate matches the service's again");
             }
             Verdict::Match
         } else {
+            verdict.store(2, Ordering::Relaxed);
             mismatches.fetch_add(1, Ordering::Relaxed);
             if changed {
                 tracing::error!(

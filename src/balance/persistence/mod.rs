@@ -386,6 +386,28 @@ impl PersistenceMap {
             .sum()
     }
 
+    /// After a reload changed the server list: entry for old server `i` now points to
+    /// `moves[i]`, or is forgotten when that is `None` (the server was removed). A sweep of the
+    /// whole table, off the connection path; an entry written meanwhile by a worker (already
+    /// with a new index) is left alone.
+    pub fn remap(&self, moves: &[Option<u16>]) {
+        for b in self.buckets.iter() {
+            for slot in b.state.iter() {
+                let s = slot.load(Ordering::Acquire);
+                if tag(s) != TAG_LIVE {
+                    continue;
+                }
+                let wanted = match moves.get(usize::from(server(s))).copied().flatten() {
+                    Some(n) if n == server(s) => continue,
+                    Some(n) => live(gen(s), n, expiry(s)),
+                    None => empty(gen(s)),
+                };
+                // A failed CAS means a worker rewrote the entry just now: it is current.
+                let _ = slot.compare_exchange(s, wanted, Ordering::AcqRel, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Live entries at `now_secs`, by a sweep of the whole table (for metrics, not the hot path).
     /// Exact when nothing writes meanwhile; under concurrent writes, a count that each slot
     /// contributed to at some instant during the sweep.

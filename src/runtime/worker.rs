@@ -1,0 +1,282 @@
+//! One worker thread: pinned to its CPU, its own io_uring runtime, one socket of each service's
+//! `SO_REUSEPORT` group, its connection registry and access log buffer; it obeys the
+//! controller's commands (apply a configuration, stop).
+//!
+//! Applying a configuration swaps, per listening address, the state that *new* connections use;
+//! connections already open keep the `ServiceState` they started with until they end. New
+//! addresses start accepting before removed ones stop.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
+
+use super::accept::accept_loop;
+use crate::access_log::{LocalLog, Sink};
+use crate::config::LogFormat;
+use crate::counters::WorkerStats;
+use crate::net::affinity;
+use crate::net::listener::{Listener, ListenerStopper};
+use crate::net::ring::{self, RingFlags};
+use crate::proxy::registry::Registry;
+use crate::proxy::{ServiceState, SharedService};
+
+/// After the drain timeout, how long shut-down connections get to unwind before the worker exits.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
+
+/// What the controller asks of a worker.
+pub enum Command {
+    /// Serve these services from now on.
+    Apply(Plan),
+    /// Stop accepting, drain open connections for up to `drain_timeout`, exit.
+    Stop {
+        /// How long open connections may take to finish.
+        drain_timeout: Duration,
+    },
+}
+
+/// A configuration for one worker: every service, in order, with this worker's new socket for
+/// services whose address is not listened on yet (`None`: keep the current listener there).
+pub struct Plan {
+    /// The services and, where the address is new, this worker's listening socket.
+    pub services: Vec<(Arc<SharedService>, Option<std::net::TcpListener>)>,
+    /// Where the worker answers: `Ok` once applied, or why nothing was changed.
+    pub reply: mpsc::Sender<Result<(), String>>,
+}
+
+/// What a worker thread is started with.
+pub struct Setup {
+    /// Worker index.
+    pub worker: usize,
+    /// CPU to pin to.
+    pub cpu: usize,
+    /// The worker's counters.
+    pub stats: Arc<WorkerStats>,
+    /// The access log, when on, and its format.
+    pub log: Option<(Sink, LogFormat)>,
+    /// The controller's commands.
+    pub commands: UnboundedReceiver<Command>,
+    /// Start-up report: the ring flags, or why the ring could not be made.
+    pub ready: mpsc::Sender<Result<RingFlags, String>>,
+}
+
+/// One listening address on this worker.
+struct Slot {
+    state: Rc<RefCell<Rc<ServiceState>>>,
+    stopper: ListenerStopper,
+    task: JoinHandle<()>,
+}
+
+/// The thread's body: pin, build the ring, serve commands until stopped.
+pub fn thread_main(setup: Setup) {
+    let Setup {
+        worker,
+        cpu,
+        stats,
+        log,
+        commands,
+        ready,
+    } = setup;
+    if let Err(e) = affinity::pin_current_thread(cpu) {
+        tracing::warn!(worker, cpu, error = %e, "cannot pin worker to its CPU; running unpinned");
+    }
+    let (rt, flags) = match ring::build_runtime() {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = ready.send(Err(format!("cannot create io_uring: {e} (is io_uring disabled by sysctl kernel.io_uring_disabled or seccomp?)")));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(flags));
+    drop(ready);
+    rt.block_on(Worker::new(worker, stats, log).run(commands));
+}
+
+/// A worker's state on its own thread.
+struct Worker {
+    index: usize,
+    stats: Arc<WorkerStats>,
+    log: Option<Rc<LocalLog>>,
+    registry: Rc<Registry>,
+    sweeper: Option<(Duration, JoinHandle<()>)>,
+    slots: HashMap<SocketAddr, Slot>,
+    stopping: Vec<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn new(index: usize, stats: Arc<WorkerStats>, log: Option<(Sink, LogFormat)>) -> Self {
+        let log = log.map(|(sink, format)| {
+            let local = Rc::new(sink.local(format));
+            ring::spawn(local.clone().run_flusher());
+            local
+        });
+        Self {
+            index,
+            stats,
+            log,
+            registry: Rc::new(Registry::new()),
+            sweeper: None,
+            slots: HashMap::new(),
+            stopping: Vec::new(),
+        }
+    }
+
+    async fn run(mut self, mut commands: UnboundedReceiver<Command>) {
+        let mut drain_timeout = crate::config::DEFAULT_DRAIN_TIMEOUT;
+        while let Some(command) = commands.recv().await {
+            match command {
+                Command::Apply(plan) => {
+                    let result = self.apply(plan.services);
+                    if let Err(e) = &result {
+                        tracing::error!(worker = self.index, error = %e, "configuration not applied on this worker");
+                    }
+                    let _ = plan.reply.send(result);
+                }
+                Command::Stop { drain_timeout: d } => {
+                    drain_timeout = d;
+                    break;
+                }
+            }
+        }
+        self.drain(drain_timeout).await;
+    }
+
+    /// Builds every service's state first (nothing changes on failure), then starts new
+    /// listeners, swaps the state of kept ones, and stops the ones no longer configured.
+    fn apply(
+        &mut self,
+        services: Vec<(Arc<SharedService>, Option<std::net::TcpListener>)>,
+    ) -> Result<(), String> {
+        let mut states = Vec::with_capacity(services.len());
+        for (shared, socket) in &services {
+            if socket.is_none() && !self.slots.contains_key(&shared.config.listen) {
+                return Err(format!(
+                    "service {}: no listener on {} to keep",
+                    shared.config.name, shared.config.listen
+                ));
+            }
+            let state = ServiceState::new(
+                shared.clone(),
+                self.index,
+                self.stats.clone(),
+                self.log.clone(),
+            )
+            .map_err(|e| format!("service {}: TLS setup failed: {e}", shared.config.name))?;
+            states.push(Rc::new(state));
+        }
+        let shortest_idle = services.iter().map(|(s, _)| s.config.idle_timeout).min();
+        let mut keep = HashSet::with_capacity(services.len());
+        for ((shared, socket), state) in services.into_iter().zip(states) {
+            let addr = shared.config.listen;
+            keep.insert(addr);
+            if state.tls_pool.is_some() || state.tcp_pool.is_some() {
+                ring::spawn(crate::proxy::warm::refill(state.clone()));
+            }
+            match socket {
+                Some(socket) => {
+                    let listener = Listener::from_std(socket);
+                    let cell = Rc::new(RefCell::new(state));
+                    let stopper = listener.stopper();
+                    let task = ring::spawn(accept_loop(
+                        self.index,
+                        listener,
+                        cell.clone(),
+                        self.registry.clone(),
+                    ));
+                    let slot = Slot {
+                        state: cell,
+                        stopper,
+                        task,
+                    };
+                    if let Some(old) = self.slots.insert(addr, slot) {
+                        self.retire(old);
+                    }
+                }
+                None => {
+                    if let Some(slot) = self.slots.get(&addr) {
+                        let old = slot.state.replace(state);
+                        old.retired.set(true);
+                    }
+                }
+            }
+        }
+        let gone: Vec<SocketAddr> = self
+            .slots
+            .keys()
+            .filter(|a| !keep.contains(a))
+            .copied()
+            .collect();
+        for addr in gone {
+            if let Some(slot) = self.slots.remove(&addr) {
+                tracing::debug!(worker = self.index, listen = %addr, "listener stopped: address no longer configured");
+                self.retire(slot);
+            }
+        }
+        self.stopping.retain(|t| !t.is_finished());
+        if let Some(idle) = shortest_idle {
+            self.sweep_for(idle);
+        }
+        Ok(())
+    }
+
+    /// Stops a slot's listener; its connections keep their state until they end.
+    fn retire(&mut self, slot: Slot) {
+        slot.stopper.stop();
+        slot.state.borrow().retired.set(true);
+        self.stopping.push(slot.task);
+    }
+
+    /// (Re)starts the idle sweeper when a shorter idle timeout needs a faster tick.
+    fn sweep_for(&mut self, idle: Duration) {
+        if self.sweeper.as_ref().is_some_and(|(d, _)| *d <= idle) {
+            return;
+        }
+        if let Some((_, old)) = self.sweeper.take() {
+            old.abort();
+        }
+        let task = ring::spawn(self.registry.clone().run_sweeper(idle));
+        self.sweeper = Some((idle, task));
+    }
+
+    /// Stops every listener, lets open connections finish for up to `drain_timeout`, then
+    /// shuts down what is left.
+    async fn drain(mut self, drain_timeout: Duration) {
+        let slots: Vec<Slot> = self.slots.drain().map(|(_, s)| s).collect();
+        for slot in slots {
+            self.retire(slot);
+        }
+        for task in self.stopping.drain(..) {
+            let _ = task.await;
+        }
+        let worker = self.index;
+        let registry = &self.registry;
+        let open = registry.active();
+        if open > 0 {
+            tracing::debug!(worker, open, "listeners closed; draining connections");
+            if tokio::time::timeout(drain_timeout, registry.wait_empty())
+                .await
+                .is_err()
+            {
+                let cut = registry.abort_all();
+                tracing::warn!(
+                    worker,
+                    cut,
+                    ?drain_timeout,
+                    "drain timeout reached: closing the remaining connections"
+                );
+                let _ = tokio::time::timeout(ABORT_GRACE, registry.wait_empty()).await;
+            }
+        }
+        if let Some((_, sweeper)) = self.sweeper.take() {
+            sweeper.abort();
+        }
+        if let Some(log) = &self.log {
+            log.flush();
+        }
+    }
+}
