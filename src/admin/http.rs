@@ -1,0 +1,777 @@
+//! A strict, small HTTP/1.1 request parser and response writer for the admin listener.
+//!
+//! The admin API is for operators and scrapers, never for arbitrary traffic, so the parser takes
+//! only what it needs and refuses the rest with a status and a message that says what was wrong:
+//! origin-form targets, `Content-Length` bodies (no chunked encoding), lines ended by CRLF, header
+//! names that are tokens and values without control bytes, no obsolete line folding. Sizes are
+//! bounded ([`MAX_HEAD`], [`MAX_BODY`]) and so is the time a client may take ([`read_request`]).
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+/// The most bytes of request line plus headers, blank line included. A browser's request is
+/// under 1 KiB; 8 KiB is what most servers allow and leaves room for a long bearer token.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// The largest request body. The only bodies the API takes are a listen address or a small JSON
+/// object; 64 KiB bounds the memory one connection can make the admin thread hold.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Bytes asked of the socket per read: one page, more than a whole browser request.
+const READ_CHUNK: usize = 4096;
+
+/// A parsed request. Header names are lower-cased; the target is split at `?` and not decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method, as sent (methods are case-sensitive).
+    pub method: String,
+    /// The path part of the target, still percent-encoded, starting with `/`.
+    pub path: String,
+    /// What followed the first `?`, if there was one.
+    pub query: Option<String>,
+    /// `(name, value)` in the order received; names lower-cased, values without surrounding blanks.
+    pub headers: Vec<(String, String)>,
+    /// The body (`Content-Length` bytes; empty without that header).
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The value of the first header called `name` (give it in lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// How many headers called `name` (lower case) the request has.
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers.iter().filter(|(n, _)| n == name).count()
+    }
+}
+
+/// Why a request was refused; each carries the status to answer and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// Malformed input (400): the message names what and where.
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The request line and headers passed [`MAX_HEAD`] bytes (431).
+    #[error("request line and headers exceed {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    /// The announced body passed [`MAX_BODY`] bytes (413).
+    #[error("request body of {0} bytes exceeds the limit of {MAX_BODY} bytes")]
+    BodyTooLarge(u64),
+    /// A body sent without `Content-Length` (chunked) (411).
+    #[error("send the body with Content-Length; Transfer-Encoding is not supported")]
+    LengthRequired,
+    /// An HTTP version other than 1.0 or 1.1 (505).
+    #[error("HTTP version {0} is not supported; use HTTP/1.1")]
+    Version(String),
+    /// The client was too slow to send its request (408).
+    #[error("request not received in time")]
+    Timeout,
+    /// The client closed before a whole request arrived; nothing is answered.
+    #[error("connection closed after {0} bytes, before the request was complete")]
+    Closed(usize),
+    /// The socket failed; nothing is answered.
+    #[error("reading the request: {0}")]
+    Io(String),
+}
+
+impl HttpError {
+    /// The status to answer with, or `None` when the connection is gone and nothing can be sent.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            HttpError::BadRequest(_) => Some(400),
+            HttpError::HeadTooLarge => Some(431),
+            HttpError::BodyTooLarge(_) => Some(413),
+            HttpError::LengthRequired => Some(411),
+            HttpError::Version(_) => Some(505),
+            HttpError::Timeout => Some(408),
+            HttpError::Closed(_) | HttpError::Io(_) => None,
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> HttpError {
+    HttpError::BadRequest(msg.into())
+}
+
+/// What [`parse_head`] found in the bytes received so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head {
+    /// The blank line that ends the headers has not arrived yet.
+    Partial,
+    /// A complete head: the request (without its body), the head's length in bytes, and the
+    /// body length announced by `Content-Length` (0 without it).
+    Complete(Request, usize, usize),
+}
+
+/// Parses the request line and headers at the start of `buf`.
+///
+/// Returns [`Head::Partial`] while no blank line has arrived and `buf` is under [`MAX_HEAD`]; an
+/// error as soon as the bytes received cannot be the start of a valid request.
+pub fn parse_head(buf: &[u8]) -> Result<Head, HttpError> {
+    let Some(end) = find(buf, b"\r\n\r\n") else {
+        // Refuse early what can never become valid, rather than wait for more.
+        check_partial(buf)?;
+        if buf.len() >= MAX_HEAD {
+            return Err(HttpError::HeadTooLarge);
+        }
+        return Ok(Head::Partial);
+    };
+    let head_len = end + 4;
+    if head_len > MAX_HEAD {
+        return Err(HttpError::HeadTooLarge);
+    }
+    // Up to the CR of the last header line, so that every line split at LF ends with its CR.
+    let text = &buf[..end + 1];
+    let mut lines = text.split(|&b| b == b'\n');
+    let request_line = strip_cr(lines.next().unwrap_or_default(), 1)?;
+    let (method, path, query, version) = parse_request_line(request_line)?;
+
+    let mut headers = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let line_no = i + 2;
+        let line = strip_cr(line, line_no)?;
+        headers.push(parse_header(line, line_no)?);
+    }
+
+    let mut request = Request {
+        method,
+        path,
+        query,
+        headers,
+        body: Vec::new(),
+    };
+    if request.header("transfer-encoding").is_some() {
+        return Err(HttpError::LengthRequired);
+    }
+    let body_len = content_length(&request)?;
+    if version == "HTTP/1.1" && request.header_count("host") != 1 {
+        return Err(bad("HTTP/1.1 needs exactly one Host header"));
+    }
+    request.body.reserve_exact(body_len);
+    Ok(Head::Complete(request, head_len, body_len))
+}
+
+/// Reads one request from `stream`: the head, then `Content-Length` bytes of body, however the
+/// bytes are split over reads. The whole request must arrive before `deadline`; each read waits
+/// at most until then (the stream's own read timeout may be shorter).
+pub fn read_request<S: Read + ?Sized>(
+    stream: &mut S,
+    deadline: Instant,
+    set_timeout: &mut dyn FnMut(Duration) -> io::Result<()>,
+) -> Result<Request, HttpError> {
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    let mut chunk = [0u8; READ_CHUNK];
+    let (mut request, head_len, body_len) = loop {
+        if let Head::Complete(r, h, b) = parse_head(&buf)? {
+            break (r, h, b);
+        }
+        let want = (MAX_HEAD - buf.len()).min(READ_CHUNK);
+        let n = read_some(stream, &mut chunk[..want], deadline, set_timeout)?;
+        if n == 0 {
+            return Err(HttpError::Closed(buf.len()));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let mut body = buf.split_off(head_len);
+    if body.len() > body_len {
+        return Err(bad(
+            "more bytes than Content-Length announced (pipelining is not supported)",
+        ));
+    }
+    while body.len() < body_len {
+        let want = (body_len - body.len()).min(READ_CHUNK);
+        let n = read_some(stream, &mut chunk[..want], deadline, set_timeout)?;
+        if n == 0 {
+            return Err(HttpError::Closed(head_len + body.len()));
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    request.body = body;
+    Ok(request)
+}
+
+/// One read, retried on `EINTR`, bounded by `deadline`.
+fn read_some<S: Read + ?Sized>(
+    stream: &mut S,
+    buf: &mut [u8],
+    deadline: Instant,
+    set_timeout: &mut dyn FnMut(Duration) -> io::Result<()>,
+) -> Result<usize, HttpError> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(HttpError::Timeout);
+        }
+        set_timeout(left).map_err(|e| HttpError::Io(e.to_string()))?;
+        match stream.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(HttpError::Timeout)
+            }
+            Err(e) => return Err(HttpError::Io(e.to_string())),
+        }
+    }
+}
+
+/// Checks the bytes of an unfinished head: a complete first line must already be a valid
+/// request line, and no byte may be one that can never appear in a head.
+fn check_partial(buf: &[u8]) -> Result<(), HttpError> {
+    if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+        parse_request_line(strip_cr(&buf[..nl], 1)?)?;
+    } else if let Some(&b) = buf.iter().find(|&&b| b != b'\r' && !is_visible_or_blank(b)) {
+        return Err(bad(format!(
+            "byte 0x{b:02x} in the request line; this is not an HTTP/1.1 request"
+        )));
+    }
+    Ok(())
+}
+
+fn strip_cr(line: &[u8], line_no: usize) -> Result<&[u8], HttpError> {
+    match line.strip_suffix(b"\r") {
+        Some(l) => Ok(l),
+        None => Err(bad(format!(
+            "line {line_no} ends with a bare LF; HTTP lines end with CRLF"
+        ))),
+    }
+}
+
+fn parse_request_line(line: &[u8]) -> Result<(String, String, Option<String>, String), HttpError> {
+    let text = std::str::from_utf8(line)
+        .ok()
+        .filter(|t| t.bytes().all(|b| (0x21..0x7f).contains(&b) || b == b' '))
+        .ok_or_else(|| bad("the request line holds bytes that are not visible ASCII"))?;
+    let parts: Vec<&str> = text.split(' ').collect();
+    let [method, target, version] = parts[..] else {
+        return Err(bad(format!(
+            "request line {text:?} is not `METHOD /path HTTP/1.1` (single spaces)"
+        )));
+    };
+    if method.is_empty() || !method.bytes().all(is_token) {
+        return Err(bad(format!("method {method:?} is not a token")));
+    }
+    if !target.starts_with('/') {
+        return Err(bad(format!(
+            "request target {target:?} must be a path starting with '/'"
+        )));
+    }
+    if target.contains('#') {
+        return Err(bad("the request target holds a fragment ('#')"));
+    }
+    match version {
+        "HTTP/1.1" | "HTTP/1.0" => {}
+        v if v.len() == 8 && v.starts_with("HTTP/") && v.as_bytes()[6] == b'.' => {
+            return Err(HttpError::Version(v.to_string()))
+        }
+        v => return Err(bad(format!("{v:?} is not an HTTP version"))),
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (target.to_string(), None),
+    };
+    Ok((method.to_string(), path, query, version.to_string()))
+}
+
+fn parse_header(line: &[u8], line_no: usize) -> Result<(String, String), HttpError> {
+    if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+        return Err(bad(format!(
+            "line {line_no} starts with a blank: folded header lines are not accepted"
+        )));
+    }
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return Err(bad(format!("line {line_no} is not `Name: value`")));
+    };
+    let name = &line[..colon];
+    if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
+        return Err(bad(format!(
+            "line {line_no}: header name {:?} is not a token",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    let value = trim_blanks(&line[colon + 1..]);
+    if let Some(&b) = value.iter().find(|&&b| !is_visible_or_blank(b)) {
+        return Err(bad(format!(
+            "line {line_no}: byte 0x{b:02x} in the value of header {:?}",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    // Both are ASCII now, so these conversions cannot fail or lose anything.
+    Ok((
+        String::from_utf8_lossy(name).to_ascii_lowercase(),
+        String::from_utf8_lossy(value).into_owned(),
+    ))
+}
+
+fn content_length(request: &Request) -> Result<usize, HttpError> {
+    let mut length: Option<u64> = None;
+    for (_, value) in request
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-length")
+    {
+        if value.is_empty() || value.len() > 19 || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(format!("Content-Length {value:?} is not a number")));
+        }
+        let n: u64 = value
+            .parse()
+            .map_err(|_| bad(format!("Content-Length {value:?} is not a number")))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(bad("conflicting Content-Length headers"));
+        }
+        length = Some(n);
+    }
+    match length {
+        Some(n) if n > MAX_BODY as u64 => Err(HttpError::BodyTooLarge(n)),
+        // At most MAX_BODY, so it fits in usize.
+        Some(n) => Ok(n as usize),
+        None => Ok(0),
+    }
+}
+
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn is_visible_or_blank(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) || b == b'\t'
+}
+
+fn trim_blanks(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Decodes `%XX` escapes in one path segment; refuses a bad escape or a result that is not UTF-8.
+pub fn percent_decode(segment: &str) -> Result<String, HttpError> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| bad(format!("bad percent escape in path segment {segment:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| bad(format!("path segment {segment:?} does not decode to UTF-8")))
+}
+
+/// A response: status, content type, body and any extra headers. Every response is sent with
+/// `Content-Length`, `Cache-Control: no-store` and `Connection: close`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The `Content-Type` header.
+    pub content_type: &'static str,
+    /// Headers besides the ones every response gets (`Allow`, `Location`, `WWW-Authenticate`).
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// `Content-Type` of JSON answers.
+pub const JSON: &str = "application/json";
+/// `Content-Type` of plain-text answers.
+pub const TEXT: &str = "text/plain; charset=utf-8";
+/// `Content-Type` of HTML pages.
+pub const HTML: &str = "text/html; charset=utf-8";
+
+impl Response {
+    /// A response with `status`, `content_type` and `body`, and no extra headers.
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: body.into(),
+        }
+    }
+
+    /// Adds a header (the name as it should be written).
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Response {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Writes the response; without the body when `head_only` (an answer to `HEAD`), though
+    /// `Content-Length` still tells the body's length.
+    pub fn write_to<W: Write + ?Sized>(&self, w: &mut W, head_only: bool) -> io::Result<()> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\nConnection: close\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        for (name, value) in &self.headers {
+            // Values come from this crate, but a header must never be split by a stray newline.
+            let value: String = value.chars().filter(|c| !c.is_control()).collect();
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+        w.write_all(&out)?;
+        w.flush()
+    }
+}
+
+/// The reason phrase of the statuses this server sends.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        302 => "Found",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Content Too Large",
+        422 => "Unprocessable Content",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GET: &[u8] = b"GET /api/services?x=1 HTTP/1.1\r\nHost: 127.0.0.1:9090\r\n\
+        User-Agent: curl/8.5.0\r\nAccept: */*\r\n\r\n";
+
+    /// Request head as Chromium sent it to the stats page (captured with `nc -l`).
+    const CHROMIUM: &[u8] = b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1:9090\r\nConnection: keep-alive\r\n\
+        Upgrade-Insecure-Requests: 1\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 \
+        (KHTML, like Gecko) HeadlessChrome/120.0.0.0 Safari/537.36\r\nAccept: text/html,application/\
+        xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\nSec-Fetch-Site: none\r\n\
+        Sec-Fetch-Mode: navigate\r\nSec-Fetch-User: ?1\r\nSec-Fetch-Dest: document\r\n\
+        Accept-Encoding: gzip, deflate, br\r\n\r\n";
+
+    const POST: &[u8] = b"POST /api/services/web/address HTTP/1.1\r\nHost: x\r\n\
+        content-LENGTH: 14\r\n\r\n127.0.0.1:9443";
+
+    fn complete(buf: &[u8]) -> (Request, usize, usize) {
+        match parse_head(buf) {
+            Ok(Head::Complete(r, h, b)) => (r, h, b),
+            other => panic!("expected a complete head, got {other:?}"),
+        }
+    }
+
+    fn err(buf: &[u8]) -> HttpError {
+        match parse_head(buf) {
+            Err(e) => e,
+            other => panic!("expected an error for {:?}, got {other:?}", buf),
+        }
+    }
+
+    /// Reads from the slices in turn, one slice per `read` call: a body split over reads.
+    struct Chunks(Vec<Vec<u8>>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Ok(0);
+            }
+            let chunk = &mut self.0[0];
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            chunk.drain(..n);
+            if chunk.is_empty() {
+                self.0.remove(0);
+            }
+            Ok(n)
+        }
+    }
+
+    fn read_chunks(chunks: Vec<Vec<u8>>) -> Result<Request, HttpError> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        read_request(&mut Chunks(chunks), deadline, &mut |_| Ok(()))
+    }
+
+    #[test]
+    fn parses_a_get() {
+        let (r, head, body) = complete(GET);
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/api/services");
+        assert_eq!(r.query.as_deref(), Some("x=1"));
+        assert_eq!(r.header("host"), Some("127.0.0.1:9090"));
+        assert_eq!(r.header("user-agent"), Some("curl/8.5.0"));
+        assert_eq!((head, body), (GET.len(), 0));
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive_and_values_trimmed() {
+        let (r, _, body) = complete(POST);
+        assert_eq!(r.header("content-length"), Some("14"));
+        assert_eq!(body, 14);
+        let (r, _, _) = complete(b"GET / HTTP/1.1\r\nHOST:   \t h \t\r\n\r\n");
+        assert_eq!(r.header("host"), Some("h"));
+    }
+
+    /// Every prefix of real requests is either partial or (at the end) complete, never an error:
+    /// the parser does not refuse a request because of how it was split.
+    #[test]
+    fn every_prefix_of_real_requests_is_partial() {
+        for full in [GET, CHROMIUM, POST] {
+            let head_end = find(full, b"\r\n\r\n").unwrap() + 4;
+            for n in 0..head_end {
+                assert_eq!(
+                    parse_head(&full[..n]),
+                    Ok(Head::Partial),
+                    "prefix of {n} bytes"
+                );
+            }
+            assert!(matches!(
+                parse_head(&full[..head_end]),
+                Ok(Head::Complete(..))
+            ));
+        }
+    }
+
+    #[test]
+    fn chromium_request_parses() {
+        let (r, _, _) = complete(CHROMIUM);
+        assert_eq!(r.path, "/stats");
+        assert_eq!(r.header("sec-fetch-mode"), Some("navigate"));
+    }
+
+    #[test]
+    fn body_split_over_reads_is_reassembled() {
+        // One byte per read.
+        let r = read_chunks(POST.iter().map(|&b| vec![b]).collect()).unwrap();
+        assert_eq!(r.body, b"127.0.0.1:9443");
+
+        // Head and the start of the body in one read, the rest in two more.
+        let split = find(POST, b"\r\n\r\n").unwrap() + 6;
+        let r = read_chunks(vec![
+            POST[..split].to_vec(),
+            POST[split..split + 3].to_vec(),
+            POST[split + 3..].to_vec(),
+        ])
+        .unwrap();
+        assert_eq!(r.body, b"127.0.0.1:9443");
+    }
+
+    #[test]
+    fn closed_early_is_reported_not_answered() {
+        let e = read_chunks(vec![POST[..POST.len() - 1].to_vec()]).unwrap_err();
+        assert_eq!(e, HttpError::Closed(POST.len() - 1));
+        assert_eq!(e.status(), None);
+        let e = read_chunks(vec![b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec()]).unwrap_err();
+        assert!(matches!(e, HttpError::Closed(_)));
+    }
+
+    #[test]
+    fn extra_bytes_after_the_body_are_refused() {
+        let mut more = POST.to_vec();
+        more.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let e = read_chunks(vec![more]).unwrap_err();
+        assert_eq!(e.status(), Some(400));
+    }
+
+    #[test]
+    fn garbage_is_refused_at_once() {
+        // A TLS ClientHello sent to the plain-text port: refused on its first bytes.
+        let e = err(&[
+            0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+        ]);
+        assert_eq!(e.status(), Some(400));
+        assert!(e.to_string().contains("0x16"), "{e}");
+        for line in [
+            &b"GET\r\n"[..],
+            b"GET /  HTTP/1.1\r\n",
+            b"GET http://x/ HTTP/1.1\r\n",
+            b"GET * HTTP/1.1\r\n",
+            b"G(T / HTTP/1.1\r\n",
+            b"GET / HTTP/1.1 extra\r\n",
+            b"GET / HTTX/1.1\r\n",
+            b"GET /#frag HTTP/1.1\r\n",
+            b"GET /\xc3\xa9 HTTP/1.1\r\n",
+            b"\r\n",
+        ] {
+            assert_eq!(
+                err(line).status(),
+                Some(400),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn other_versions_get_505_and_http10_needs_no_host() {
+        assert_eq!(err(b"GET / HTTP/2.0\r\n").status(), Some(505));
+        assert_eq!(err(b"GET / HTTP/0.9\r\n\r\n").status(), Some(505));
+        let (r, _, _) = complete(b"GET /metrics HTTP/1.0\r\n\r\n");
+        assert_eq!(r.path, "/metrics");
+        assert_eq!(err(b"GET / HTTP/1.1\r\n\r\n").status(), Some(400));
+        assert_eq!(
+            err(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").status(),
+            Some(400)
+        );
+    }
+
+    #[test]
+    fn missing_cr_is_refused() {
+        let e = err(b"GET / HTTP/1.1\n");
+        assert!(e.to_string().contains("bare LF"), "{e}");
+        let e = err(b"GET / HTTP/1.1\r\nHost: x\n\r\n\r\n");
+        assert_eq!(e.status(), Some(400));
+        assert!(e.to_string().contains("line 2"), "{e}");
+        // No line ends at all: waits, then refuses at the size limit instead of growing forever.
+        let mut long = b"GET /".to_vec();
+        long.resize(MAX_HEAD - 1, b'a');
+        assert_eq!(parse_head(&long), Ok(Head::Partial));
+        long.push(b'a');
+        assert_eq!(err(&long), HttpError::HeadTooLarge);
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        for head in [
+            &b"GET / HTTP/1.1\r\nHost x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            b"GET / HTTP/1.1\r\n: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX: \xff\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1 2\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        ] {
+            assert_eq!(
+                err(head).status(),
+                Some(400),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        // The same length twice is harmless.
+        let (_, _, n) = complete(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n",
+        );
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn oversized_input_is_refused() {
+        let mut head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+        head.resize(MAX_HEAD, b'p');
+        head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(err(&head), HttpError::HeadTooLarge);
+        assert_eq!(err(&head).status(), Some(431));
+
+        let big = format!(
+            "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert_eq!(
+            err(big.as_bytes()),
+            HttpError::BodyTooLarge(MAX_BODY as u64 + 1)
+        );
+        assert_eq!(err(big.as_bytes()).status(), Some(413));
+        let max = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {MAX_BODY}\r\n\r\n");
+        assert!(matches!(
+            parse_head(max.as_bytes()),
+            Ok(Head::Complete(_, _, MAX_BODY))
+        ));
+
+        let chunked = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(err(chunked).status(), Some(411));
+    }
+
+    #[test]
+    fn a_slow_client_times_out() {
+        struct Stalled;
+        impl Read for Stalled {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+        }
+        let e = read_request(
+            &mut Stalled,
+            Instant::now() + Duration::from_secs(5),
+            &mut |_| Ok(()),
+        );
+        assert_eq!(e, Err(HttpError::Timeout));
+        let e = read_request(&mut Chunks(vec![GET.to_vec()]), Instant::now(), &mut |_| {
+            Ok(())
+        });
+        assert_eq!(e, Err(HttpError::Timeout));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("%5B%3A%3A1%5D%3A80").unwrap(), "[::1]:80");
+        assert_eq!(percent_decode("127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(percent_decode("caf%C3%A9").unwrap(), "café");
+        for bad in ["%", "%4", "%zz", "%FF"] {
+            assert_eq!(
+                percent_decode(bad).unwrap_err().status(),
+                Some(400),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn response_has_length_type_and_no_store() {
+        let mut out = Vec::new();
+        Response::new(405, JSON, "{}")
+            .with_header("Allow", "GET, HEAD")
+            .write_to(&mut out, false)
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: application/json\r\n\
+             Content-Length: 2\r\nCache-Control: no-store\r\nConnection: close\r\n\
+             Allow: GET, HEAD\r\n\r\n{}"
+        );
+        let mut out = Vec::new();
+        Response::new(200, TEXT, "hello")
+            .with_header("X-Evil", "a\r\nInjected: 1")
+            .write_to(&mut out, true)
+            .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("Content-Length: 5\r\nCache-Control: no-store\r\nConnection: close\r\nX-Evil: aInjected: 1\r\n\r\n"), "{text}");
+    }
+}

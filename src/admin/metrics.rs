@@ -1,0 +1,589 @@
+//! `GET /metrics`: a [`Snapshot`] in the Prometheus text exposition format 0.0.4.
+//!
+//! Every family is written once, `# HELP` and `# TYPE` first, then all its samples, so that the
+//! output is valid however many services and servers there are. Names start with `ringmaster_`;
+//! counters end in `_total`. Enumerations (health state, admin state) are written as one sample per
+//! possible value, 1 for the current one and 0 for the others, so that a query can select a state
+//! that no server is in at the moment.
+
+use std::fmt::{Display, Write};
+
+use super::snapshot::{AdminState, ServerSnapshot, ServiceSnapshot, Snapshot};
+
+/// `Content-Type` of the exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The states of `ringmaster_server_state`, as in [`ServerSnapshot::state`].
+const STATES: [&str; 4] = ["up", "down", "drain", "maint"];
+
+/// The values of `ringmaster_server_admin_state`.
+const ADMIN_STATES: [AdminState; 3] =
+    [AdminState::Enabled, AdminState::Drain, AdminState::Disabled];
+
+/// Renders `snapshot` in the text exposition format.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut m = Metrics(String::with_capacity(4096));
+    let s = snapshot;
+
+    m.family("build_info", "gauge", "ringmaster's version; always 1.");
+    m.sample("build_info", &[("version", s.version)], 1);
+    m.family(
+        "uptime_seconds",
+        "gauge",
+        "Seconds since the process started.",
+    );
+    m.sample("uptime_seconds", &[], s.uptime_secs);
+    m.family("reloads_total", "counter", "Configuration reloads applied.");
+    m.sample("reloads_total", &[], s.reloads);
+    m.family(
+        "reload_failures_total",
+        "counter",
+        "Configuration reloads refused (invalid file) or not applied.",
+    );
+    m.sample("reload_failures_total", &[], s.reload_failures);
+
+    worker_families(&mut m, s);
+    service_families(&mut m, &s.services);
+    server_families(&mut m, &s.services);
+    m.0
+}
+
+fn worker_families(m: &mut Metrics, s: &Snapshot) {
+    type Field = fn(&super::snapshot::WorkerSnapshot) -> u64;
+    let families: [(&str, &str, &str, Field); 3] = [
+        (
+            "worker_connections_total",
+            "counter",
+            "Connections accepted by the worker, all services.",
+            |w| w.connections_total,
+        ),
+        (
+            "worker_connections_current",
+            "gauge",
+            "Connections open on the worker now.",
+            |w| w.connections_current,
+        ),
+        (
+            "worker_accept_errors_total",
+            "counter",
+            "Failed accept calls on the worker (EMFILE, ENOBUFS, ...).",
+            |w| w.accept_errors,
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        m.family(name, kind, help);
+        for w in &s.workers {
+            let (index, cpu) = (w.index.to_string(), w.cpu.to_string());
+            m.sample(name, &[("worker", &index), ("cpu", &cpu)], field(w));
+        }
+    }
+}
+
+fn service_families(m: &mut Metrics, services: &[ServiceSnapshot]) {
+    m.family(
+        "service_info",
+        "gauge",
+        "A service's listen address, mode and schedule; always 1.",
+    );
+    for v in services {
+        let listen = v.listen.to_string();
+        let ep = if v.extended_protection {
+            "true"
+        } else {
+            "false"
+        };
+        let labels = [
+            ("service", v.name.as_str()),
+            ("listen", &listen),
+            ("mode", v.mode),
+            ("schedule", v.schedule),
+            ("extended_protection", ep),
+        ];
+        m.sample("service_info", &labels, 1);
+    }
+
+    type Field = fn(&ServiceSnapshot) -> Option<u64>;
+    let families: [(&str, &str, &str, Field); 4] = [
+        (
+            "service_connections_total",
+            "counter",
+            "Client connections accepted by the service.",
+            |v| Some(v.connections_total),
+        ),
+        (
+            "service_connections_current",
+            "gauge",
+            "Client connections open on the service now.",
+            |v| Some(v.connections_current),
+        ),
+        (
+            "service_no_server_total",
+            "counter",
+            "Clients closed because no server could take them.",
+            |v| Some(v.no_server),
+        ),
+        (
+            "service_persistence_entries",
+            "gauge",
+            "Live source-IP persistence entries (services with persistence only).",
+            |v| v.persistence_entries,
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        m.family(name, kind, help);
+        for v in services {
+            if let Some(value) = field(v) {
+                m.sample(name, &[("service", &v.name)], value);
+            }
+        }
+    }
+}
+
+fn server_families(m: &mut Metrics, services: &[ServiceSnapshot]) {
+    let servers = || {
+        services
+            .iter()
+            .flat_map(|v| v.servers.iter().map(move |s| (v, s, s.address.to_string())))
+    };
+
+    m.family(
+        "tls_handshake_errors_total",
+        "counter",
+        "Failed TLS handshakes: side=\"client\" per service, side=\"server\" per server.",
+    );
+    for v in services {
+        let labels = [("service", v.name.as_str()), ("side", "client")];
+        m.sample("tls_handshake_errors_total", &labels, v.client_tls_errors);
+    }
+    for (v, s, addr) in servers() {
+        let labels = [
+            ("service", v.name.as_str()),
+            ("server", &addr),
+            ("side", "server"),
+        ];
+        m.sample("tls_handshake_errors_total", &labels, s.server_tls_errors);
+    }
+
+    type Field = fn(&ServerSnapshot) -> Option<Value>;
+    let families: [(&str, &str, &str, Field); 11] = [
+        (
+            "server_weight",
+            "gauge",
+            "The server's configured weight.",
+            |s| Some(Value::Int(u64::from(s.weight))),
+        ),
+        (
+            "server_connections_total",
+            "counter",
+            "Connections made to the server.",
+            |s| Some(Value::Int(s.connections_total)),
+        ),
+        (
+            "server_connections_current",
+            "gauge",
+            "Connections to the server open now.",
+            |s| Some(Value::Int(s.connections_current)),
+        ),
+        (
+            "server_in_bytes_total",
+            "counter",
+            "Bytes received from clients and sent to the server.",
+            |s| Some(Value::Int(s.bytes_in)),
+        ),
+        (
+            "server_out_bytes_total",
+            "counter",
+            "Bytes received from the server and sent to clients.",
+            |s| Some(Value::Int(s.bytes_out)),
+        ),
+        (
+            "server_connect_errors_total",
+            "counter",
+            "Failed connects (refused, timeout) to the server.",
+            |s| Some(Value::Int(s.connect_errors)),
+        ),
+        (
+            "server_up",
+            "gauge",
+            "1 when health checks pass (or there are none), else 0; ignores the admin state.",
+            |s| Some(Value::Int(u64::from(s.health == "up"))),
+        ),
+        (
+            "server_check_ok",
+            "gauge",
+            "Whether the last health check passed (servers checked at least once).",
+            |s| s.last_check.as_ref().map(|c| Value::Int(u64::from(c.ok))),
+        ),
+        (
+            "server_check_timestamp_seconds",
+            "gauge",
+            "When the last health check started, seconds since the Unix epoch.",
+            |s| s.last_check.as_ref().map(|c| Value::Int(c.at_unix)),
+        ),
+        (
+            "server_check_duration_seconds",
+            "gauge",
+            "How long the last health check took.",
+            |s| s.last_check.as_ref().map(|c| Value::Millis(c.took_ms)),
+        ),
+        (
+            "server_ep_match",
+            "gauge",
+            "Extended Protection: 1 when the server's certificate matches the service's, else 0.",
+            |s| s.ep_match.map(|m| Value::Int(u64::from(m))),
+        ),
+    ];
+    for (name, kind, help, field) in families {
+        m.family(name, kind, help);
+        for (v, s, addr) in servers() {
+            if let Some(value) = field(s) {
+                m.sample(name, &[("service", &v.name), ("server", &addr)], value);
+            }
+        }
+    }
+
+    m.family(
+        "server_state",
+        "gauge",
+        "The server's state for display: 1 for the current one of up, down, drain, maint.",
+    );
+    for (v, s, addr) in servers() {
+        for state in STATES {
+            let labels = [
+                ("service", v.name.as_str()),
+                ("server", &addr),
+                ("state", state),
+            ];
+            m.sample("server_state", &labels, u8::from(s.state == state));
+        }
+    }
+    m.family(
+        "server_admin_state",
+        "gauge",
+        "What the operator set: 1 for the current one of enabled, drain, disabled.",
+    );
+    for (v, s, addr) in servers() {
+        for state in ADMIN_STATES {
+            let labels = [
+                ("service", v.name.as_str()),
+                ("server", &addr),
+                ("state", state.as_str()),
+            ];
+            m.sample("server_admin_state", &labels, u8::from(s.admin == state));
+        }
+    }
+}
+
+/// A sample's value: counters stay exact integers (an `f64` would round above 2^53).
+enum Value {
+    Int(u64),
+    /// Milliseconds, written as seconds with three decimals at most.
+    Millis(u64),
+}
+
+impl Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Value::Int(n) => write!(f, "{n}"),
+            Value::Millis(ms) if ms % 1000 == 0 => write!(f, "{}", ms / 1000),
+            Value::Millis(ms) => {
+                let frac = format!("{:03}", ms % 1000);
+                write!(f, "{}.{}", ms / 1000, frac.trim_end_matches('0'))
+            }
+        }
+    }
+}
+
+/// The output being built. Writing to a `String` cannot fail, hence the ignored results.
+struct Metrics(String);
+
+impl Metrics {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP ringmaster_{name} {help}");
+        let _ = writeln!(self.0, "# TYPE ringmaster_{name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
+        let _ = write!(self.0, "ringmaster_{name}");
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (label, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{label}=\"");
+                escape_label_value(&mut self.0, v);
+                self.0.push('"');
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+}
+
+/// Appends `value` escaped as the exposition format requires inside double quotes: backslash,
+/// double quote and line feed are written `\\`, `\"` and `\n`.
+pub fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::snapshot::{CheckSnapshot, WorkerSnapshot};
+    use std::collections::HashSet;
+
+    fn server(address: &str, state: &'static str, admin: AdminState) -> ServerSnapshot {
+        ServerSnapshot {
+            address: address.parse().unwrap(),
+            weight: 2,
+            health: if state == "down" { "down" } else { "up" },
+            admin,
+            state,
+            connections_total: 120,
+            connections_current: 3,
+            bytes_in: 1_048_576,
+            bytes_out: 73_741_824,
+            connect_errors: 4,
+            server_tls_errors: 1,
+            last_check: None,
+            ep_match: None,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut up = server("10.0.0.11:443", "up", AdminState::Enabled);
+        up.last_check = Some(CheckSnapshot {
+            ok: true,
+            reason: "HTTP 200".into(),
+            at_unix: 1_700_000_000,
+            took_ms: 12,
+        });
+        up.ep_match = Some(true);
+        let mut down = server("[2001:db8::12]:443", "down", AdminState::Enabled);
+        down.ep_match = Some(false);
+        Snapshot {
+            version: "0.1.0",
+            uptime_secs: 3725,
+            config_path: "/etc/ringmaster.toml".into(),
+            reloads: 2,
+            reload_failures: 1,
+            workers: vec![
+                WorkerSnapshot {
+                    index: 0,
+                    cpu: 2,
+                    connections_total: 500,
+                    connections_current: 7,
+                    accept_errors: 0,
+                },
+                WorkerSnapshot {
+                    index: 1,
+                    cpu: 3,
+                    connections_total: 480,
+                    connections_current: 5,
+                    accept_errors: 9,
+                },
+            ],
+            services: vec![
+                ServiceSnapshot {
+                    name: "exchange".into(),
+                    listen: "0.0.0.0:443".parse().unwrap(),
+                    mode: "reencrypt",
+                    schedule: "source-hash",
+                    connections_total: 980,
+                    connections_current: 12,
+                    client_tls_errors: 6,
+                    no_server: 0,
+                    persistence_entries: Some(42),
+                    extended_protection: true,
+                    servers: vec![up, down],
+                },
+                ServiceSnapshot {
+                    name: "we\"ird\\na\nme".into(),
+                    listen: "127.0.0.1:8443".parse().unwrap(),
+                    mode: "passthrough",
+                    schedule: "round-robin",
+                    connections_total: 0,
+                    connections_current: 0,
+                    client_tls_errors: 0,
+                    no_server: 5,
+                    persistence_entries: None,
+                    extended_protection: false,
+                    servers: vec![server("127.0.0.1:8080", "drain", AdminState::Drain)],
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn renders_the_expected_lines() {
+        let text = render(&snapshot());
+        let lines: HashSet<&str> = text.lines().collect();
+        for want in [
+            "# HELP ringmaster_build_info ringmaster's version; always 1.",
+            "# TYPE ringmaster_build_info gauge",
+            "ringmaster_build_info{version=\"0.1.0\"} 1",
+            "ringmaster_uptime_seconds 3725",
+            "# TYPE ringmaster_reloads_total counter",
+            "ringmaster_reloads_total 2",
+            "ringmaster_reload_failures_total 1",
+            "ringmaster_worker_connections_total{worker=\"1\",cpu=\"3\"} 480",
+            "ringmaster_worker_connections_current{worker=\"0\",cpu=\"2\"} 7",
+            "ringmaster_worker_accept_errors_total{worker=\"1\",cpu=\"3\"} 9",
+            "ringmaster_service_info{service=\"exchange\",listen=\"0.0.0.0:443\",mode=\"reencrypt\",\
+             schedule=\"source-hash\",extended_protection=\"true\"} 1",
+            "ringmaster_service_connections_total{service=\"exchange\"} 980",
+            "ringmaster_service_connections_current{service=\"exchange\"} 12",
+            "ringmaster_service_no_server_total{service=\"we\\\"ird\\\\na\\nme\"} 5",
+            "ringmaster_service_persistence_entries{service=\"exchange\"} 42",
+            "ringmaster_tls_handshake_errors_total{service=\"exchange\",side=\"client\"} 6",
+            "ringmaster_tls_handshake_errors_total{service=\"exchange\",server=\"10.0.0.11:443\",\
+             side=\"server\"} 1",
+            "ringmaster_server_weight{service=\"exchange\",server=\"10.0.0.11:443\"} 2",
+            "ringmaster_server_connections_total{service=\"exchange\",server=\"10.0.0.11:443\"} 120",
+            "ringmaster_server_connections_current{service=\"exchange\",server=\"10.0.0.11:443\"} 3",
+            "ringmaster_server_in_bytes_total{service=\"exchange\",server=\"10.0.0.11:443\"} 1048576",
+            "ringmaster_server_out_bytes_total{service=\"exchange\",server=\"10.0.0.11:443\"} 73741824",
+            "ringmaster_server_connect_errors_total{service=\"exchange\",server=\"10.0.0.11:443\"} 4",
+            "ringmaster_server_up{service=\"exchange\",server=\"10.0.0.11:443\"} 1",
+            "ringmaster_server_up{service=\"exchange\",server=\"[2001:db8::12]:443\"} 0",
+            "ringmaster_server_check_ok{service=\"exchange\",server=\"10.0.0.11:443\"} 1",
+            "ringmaster_server_check_timestamp_seconds{service=\"exchange\",server=\"10.0.0.11:443\"} \
+             1700000000",
+            "ringmaster_server_check_duration_seconds{service=\"exchange\",server=\"10.0.0.11:443\"} \
+             0.012",
+            "ringmaster_server_ep_match{service=\"exchange\",server=\"10.0.0.11:443\"} 1",
+            "ringmaster_server_ep_match{service=\"exchange\",server=\"[2001:db8::12]:443\"} 0",
+            "ringmaster_server_state{service=\"exchange\",server=\"10.0.0.11:443\",state=\"up\"} 1",
+            "ringmaster_server_state{service=\"exchange\",server=\"10.0.0.11:443\",state=\"down\"} 0",
+            "ringmaster_server_state{service=\"exchange\",server=\"[2001:db8::12]:443\",state=\"down\"} 1",
+            "ringmaster_server_admin_state{service=\"we\\\"ird\\\\na\\nme\",server=\"127.0.0.1:8080\",\
+             state=\"drain\"} 1",
+            "ringmaster_server_admin_state{service=\"we\\\"ird\\\\na\\nme\",server=\"127.0.0.1:8080\",\
+             state=\"enabled\"} 0",
+        ] {
+            assert!(lines.contains(want), "missing line {want}\n---\n{text}");
+        }
+        // Only where the snapshot has a value: no persistence, check or EP line for the others.
+        for absent in [
+            "ringmaster_service_persistence_entries{service=\"we",
+            "ringmaster_server_check_ok{service=\"exchange\",server=\"[2001",
+            "ringmaster_server_ep_match{service=\"we",
+        ] {
+            assert!(!text.contains(absent), "unexpected {absent}\n{text}");
+        }
+        // One-hot enumerations: every server has exactly one current state and admin state.
+        assert_eq!(
+            text.matches("ringmaster_server_state{").count(),
+            3 * STATES.len()
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("ringmaster_server_state{") && l.ends_with(" 1"))
+                .count(),
+            3
+        );
+    }
+
+    /// Every line is a `# HELP`/`# TYPE` comment or `name{label="value",...} value`; each family's
+    /// samples follow its own `# TYPE` without interruption; counters end in `_total`.
+    #[test]
+    fn every_line_follows_the_exposition_grammar() {
+        let text = render(&snapshot());
+        assert!(text.ends_with('\n'));
+        let mut families_seen = HashSet::new();
+        let mut current: Option<(String, String)> = None;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, help) = rest.split_once(' ').expect(line);
+                assert!(valid_name(name) && !help.is_empty(), "{line}");
+                assert!(
+                    families_seen.insert(name.to_string()),
+                    "family twice: {line}"
+                );
+                current = None;
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect(line);
+                assert!(families_seen.contains(name), "TYPE before HELP: {line}");
+                assert!(kind == "counter" || kind == "gauge", "{line}");
+                assert_eq!(kind == "counter", name.ends_with("_total"), "{line}");
+                current = Some((name.to_string(), kind.to_string()));
+            } else {
+                let (name, value) = parse_sample(line);
+                let (family, _) = current.as_ref().expect("sample before any # TYPE");
+                assert_eq!(&name, family, "sample outside its family: {line}");
+                assert!(value.parse::<f64>().is_ok(), "value of {line}");
+            }
+        }
+    }
+
+    fn valid_name(name: &str) -> bool {
+        name.starts_with("ringmaster_")
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+    }
+
+    /// Parses `name{l="v",...} value` (labels optional), following the escapes; returns the name
+    /// and the value text.
+    fn parse_sample(line: &str) -> (String, String) {
+        let name_end = line.find(['{', ' ']).expect(line);
+        let name = &line[..name_end];
+        assert!(valid_name(name), "{line}");
+        let mut rest = &line[name_end..];
+        if let Some(labels) = rest.strip_prefix('{') {
+            let mut chars = labels.char_indices().peekable();
+            loop {
+                let label: String = chars
+                    .by_ref()
+                    .take_while(|&(_, c)| c != '=')
+                    .map(|(_, c)| c)
+                    .collect();
+                assert!(
+                    !label.is_empty()
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                    "label name in {line}"
+                );
+                assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "{line}");
+                loop {
+                    match chars.next().expect(line).1 {
+                        '\\' => assert!(
+                            matches!(chars.next(), Some((_, '\\' | '"' | 'n'))),
+                            "{line}"
+                        ),
+                        '"' => break,
+                        '\n' => panic!("raw newline in {line}"),
+                        _ => {}
+                    }
+                }
+                match chars.next().expect(line) {
+                    (_, ',') => continue,
+                    (i, '}') => {
+                        rest = &labels[i + 1..];
+                        break;
+                    }
+                    (_, c) => panic!("{c:?} after a label value in {line}"),
+                }
+            }
+        }
+        let value = rest.strip_prefix(' ').expect(line);
+        assert!(!value.contains(' '), "{line}");
+        (name.to_string(), value.to_string())
+    }
+
+    #[test]
+    fn label_escapes() {
+        let mut out = String::new();
+        escape_label_value(&mut out, "a\\b\"c\nd");
+        assert_eq!(out, "a\\\\b\\\"c\\nd");
+    }
+}
