@@ -17,13 +17,14 @@
 
 mod backend;
 mod data;
+mod http;
 mod proxy;
 mod sockets;
 
 // Test crates reach every part through `use common::*;`. One that uses nothing
 // of a part would warn about an unused import here, hence the allow (as for dead_code).
 #[allow(unused_imports)]
-pub use {backend::*, data::*, proxy::*, sockets::*};
+pub use {backend::*, data::*, http::*, proxy::*, sockets::*};
 
 use std::thread::JoinHandle;
 use std::time::Duration;

@@ -100,6 +100,7 @@ pub struct Proxy {
     exit: Option<ExitStatus>,
     listen: Vec<SocketAddr>,
     log_path: PathBuf,
+    config_path: PathBuf,
     // Kept for its Drop: removes the config and log.
     _dir: tempfile::TempDir,
 }
@@ -136,6 +137,7 @@ impl Proxy {
             exit: None,
             listen,
             log_path,
+            config_path,
             _dir: dir,
         };
         proxy.wait_ready(config);
@@ -171,6 +173,60 @@ impl Proxy {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The configuration file the proxy was started with.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config_path
+    }
+
+    /// The directory holding the config and log (for files a test wants beside them).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
+    /// Replaces the configuration file (the proxy reads it on SIGHUP or `POST /api/reload`).
+    pub fn write_config(&self, config: &str) {
+        let tmp = self.config_path.with_extension("new");
+        std::fs::write(&tmp, config).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("replace config");
+    }
+
+    /// Number of log lines containing `needle` so far.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.logs().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until at least `n` log lines contain `needle`; false after `within`.
+    pub fn wait_log_count(&self, needle: &str, n: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.log_count(needle) >= n {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.log_count(needle) >= n
+    }
+
+    /// Open file descriptors of the process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Resident memory of the process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1).map(str::to_owned))
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The first `listen` address of the config.
