@@ -17,16 +17,27 @@ const RELOADS: usize = 100;
 const WARM_RELOADS: usize = 10;
 
 /// Config A: one service over two echo servers. Config B: other weights, a second service.
-fn config(listen: SocketAddr, extra: SocketAddr, servers: &[SocketAddr], variant_b: bool) -> String {
+fn config(
+    listen: SocketAddr,
+    extra: SocketAddr,
+    servers: &[SocketAddr],
+    variant_b: bool,
+) -> String {
     let mut toml = format!(
         "[global]\nworkers = 2\ndrain_timeout = \"5s\"\n\n\
          [[service]]\nname = \"test\"\nlisten = \"{listen}\"\nmode = \"passthrough\"\n\
          schedule = \"{}\"\n",
-        if variant_b { "least-connections" } else { "round-robin" }
+        if variant_b {
+            "least-connections"
+        } else {
+            "round-robin"
+        }
     );
     for (i, s) in servers.iter().enumerate() {
         let weight = if variant_b && i == 0 { 3 } else { 1 };
-        toml.push_str(&format!("\n[[service.server]]\naddress = \"{s}\"\nweight = {weight}\n"));
+        toml.push_str(&format!(
+            "\n[[service.server]]\naddress = \"{s}\"\nweight = {weight}\n"
+        ));
     }
     if variant_b {
         toml.push_str(&format!(
@@ -79,7 +90,11 @@ fn hundred_reloads_under_load_refuse_nothing_and_cut_nothing() {
         proxy.write_config(&config(listen, extra, &servers, variant_b));
         proxy.signal(libc::SIGHUP);
         assert!(
-            proxy.wait_log_count("reload applied", WARM_RELOADS + i + 1, Duration::from_secs(20)),
+            proxy.wait_log_count(
+                "reload applied",
+                WARM_RELOADS + i + 1,
+                Duration::from_secs(20)
+            ),
             "reload {} was not applied\n{}",
             i + 1,
             proxy.logs_tail()
@@ -87,7 +102,10 @@ fn hundred_reloads_under_load_refuse_nothing_and_cut_nothing() {
         if i == 0 {
             // The added service serves at once.
             let mut s = connect(extra);
-            assert_eq!(echo_round_trip(&mut s, b"extra\n").expect("extra echo"), b"extra\n");
+            assert_eq!(
+                echo_round_trip(&mut s, b"extra\n").expect("extra echo"),
+                b"extra\n"
+            );
         }
     }
     let took = started.elapsed();
@@ -115,7 +133,10 @@ fn hundred_reloads_under_load_refuse_nothing_and_cut_nothing() {
         assert!(t.bytes > 0);
     }
     // The last reload applied config A: the extra service is gone.
-    assert!(wait_refused(extra, Duration::from_secs(5)), "removed service still accepts");
+    assert!(
+        wait_refused(extra, Duration::from_secs(5)),
+        "removed service still accepts"
+    );
 
     // Resources come back.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -143,7 +164,10 @@ fn a_bad_file_keeps_the_old_configuration_serving() {
         backend.addr()
     );
     let proxy = Proxy::start(&good);
-    let bad = good.replace("mode = \"passthrough\"", "mode = \"passthru\"\nidle_timeout = \"soon\"");
+    let bad = good.replace(
+        "mode = \"passthrough\"",
+        "mode = \"passthru\"\nidle_timeout = \"soon\"",
+    );
     proxy.write_config(&bad);
 
     // Through the API: 422 with every problem, located.
@@ -159,9 +183,16 @@ fn a_bad_file_keeps_the_old_configuration_serving() {
 
     // Through SIGHUP: logged, still serving.
     proxy.signal(libc::SIGHUP);
-    assert!(proxy.wait_log_count("reload refused", 4, Duration::from_secs(10)), "{}", proxy.logs_tail());
+    assert!(
+        proxy.wait_log_count("reload refused", 4, Duration::from_secs(10)),
+        "{}",
+        proxy.logs_tail()
+    );
     let mut s = connect(listen);
-    assert_eq!(echo_round_trip(&mut s, b"still here\n").expect("echo"), b"still here\n");
+    assert_eq!(
+        echo_round_trip(&mut s, b"still here\n").expect("echo"),
+        b"still here\n"
+    );
 
     // A good file again applies.
     proxy.write_config(&good.replace("workers = 2", "workers = 2\ndrain_timeout = \"3s\""));

@@ -94,7 +94,7 @@ pub fn thread_main(setup: Setup) {
     };
     let _ = ready.send(Ok(flags));
     drop(ready);
-    rt.block_on(Worker::new(worker, stats, log).run(commands));
+    rt.block_on(async move { Worker::new(worker, stats, log).run(commands).await });
 }
 
 /// A worker's state on its own thread.
