@@ -115,7 +115,7 @@ fn counters_match_what_was_sent_exactly() {
     let page = get_ok(admin, "/metrics", None);
     let labels = format!("service=\"test\",server=\"{}\"", backend.addr());
     assert_eq!(
-        sample(&page, "ringmaster_server_in_bytes_total", &labels),
+        sample(&page, "ringmaster_server_bytes_in_total", &labels),
         server_after["bytes_in"].as_f64(),
         "{page}"
     );

@@ -337,7 +337,7 @@ fn metrics_and_json_api() {
         "ringmaster_server_state{service=\"exchange\",server=\"[2001:db8::13]:443\",state=\"drain\"} 1",
         "ringmaster_server_state{service=\"intranet\",server=\"127.0.0.1:8080\",state=\"maint\"} 1",
         "ringmaster_server_ep_match{service=\"exchange\",server=\"10.0.0.12:443\"} 0",
-        "ringmaster_server_out_bytes_total{service=\"intranet\",server=\"127.0.0.1:8081\"} 1250000000",
+        "ringmaster_server_bytes_out_total{service=\"intranet\",server=\"127.0.0.1:8081\"} 1250000000",
         "ringmaster_tls_handshake_errors_total{service=\"exchange\",side=\"client\"} 12",
         "ringmaster_service_persistence_entries{service=\"exchange\"} 17",
         "ringmaster_worker_accept_errors_total{worker=\"1\",cpu=\"1\"} 1",
