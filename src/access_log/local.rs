@@ -140,9 +140,8 @@ impl Drop for LocalLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::access_log::End;
     use crossbeam::channel::bounded;
-    use std::time::{Instant, UNIX_EPOCH};
+    use std::time::Instant;
 
     /// A sink with no writer thread: the test plays the writer through the returned channel ends.
     fn sink(capacity: usize) -> (Sink, Receiver<Vec<u8>>, Sender<Vec<u8>>) {
@@ -156,24 +155,7 @@ mod tests {
         (sink, full_rx, free_tx)
     }
 
-    fn entry(n: u64) -> Entry<'static> {
-        Entry {
-            time: UNIX_EPOCH,
-            client: "127.0.0.2:40000".parse().expect("address"),
-            service: "web",
-            server: None,
-            mode: "passthrough",
-            tls_version: None,
-            cipher: None,
-            sni: None,
-            alpn: None,
-            bytes_in: n,
-            bytes_out: 0,
-            duration: Duration::ZERO,
-            end: End::ClientClose,
-            error: None,
-        }
-    }
+    use crate::access_log::test_entry as entry;
 
     fn dropped(log: &LocalLog) -> u64 {
         log.sink.shared.dropped.load(Ordering::Relaxed)

@@ -101,3 +101,24 @@ pub struct Entry<'a> {
     /// For [`End::ClientError`] and [`End::ServerError`]: what failed (`error`, written last).
     pub error: Option<&'a str>,
 }
+
+/// A minimal passthrough entry with `bytes_in = n`, for the tests of this module's files.
+#[cfg(test)]
+pub(crate) fn test_entry(n: u64) -> Entry<'static> {
+    Entry {
+        time: std::time::UNIX_EPOCH,
+        client: "127.0.0.2:40000".parse().expect("address"),
+        service: "web",
+        server: None,
+        mode: "passthrough",
+        tls_version: None,
+        cipher: None,
+        sni: None,
+        alpn: None,
+        bytes_in: n,
+        bytes_out: 0,
+        duration: std::time::Duration::ZERO,
+        end: End::ClientClose,
+        error: None,
+    }
+}

@@ -206,31 +206,13 @@ impl Thread {
 mod tests {
     use super::*;
     use crate::access_log::output::FILE_MODE;
-    use crate::access_log::{End, Entry};
     use crate::config::LogFormat;
     use crate::config::LogTarget;
     use std::os::unix::fs::{symlink, PermissionsExt};
     use std::path::Path;
-    use std::time::{Duration, Instant, UNIX_EPOCH};
+    use std::time::{Duration, Instant};
 
-    fn entry(n: u64) -> Entry<'static> {
-        Entry {
-            time: UNIX_EPOCH,
-            client: "127.0.0.2:40000".parse().expect("address"),
-            service: "web",
-            server: None,
-            mode: "passthrough",
-            tls_version: None,
-            cipher: None,
-            sni: None,
-            alpn: None,
-            bytes_in: n,
-            bytes_out: 0,
-            duration: Duration::ZERO,
-            end: End::ClientClose,
-            error: None,
-        }
-    }
+    use crate::access_log::test_entry as entry;
 
     fn file_config(path: &Path, format: LogFormat) -> AccessLog {
         AccessLog {
