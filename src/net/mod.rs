@@ -8,6 +8,7 @@
 //! - [`connect`]: backend connects bounded by a timeout without leaking an in-flight operation.
 //! - [`deadline`]: shutting a socket down when a phase (a TLS handshake) takes too long.
 //! - [`stream`]: the TCP stream type the proxy reads and writes with owned buffers.
+//! - [`transport`]: what the TLS engine needs from a stream, for TCP and an in-memory pipe.
 
 pub mod affinity;
 pub mod connect;
@@ -15,5 +16,7 @@ pub mod deadline;
 pub mod listener;
 pub mod ring;
 pub mod stream;
+pub mod transport;
 
 pub use stream::TcpStream;
+pub use transport::Transport;
