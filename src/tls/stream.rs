@@ -20,7 +20,7 @@
 //! [`TlsStream::absorb_pending`] needs a real socket.
 
 use std::cell::{Cell, RefCell};
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::net::Shutdown;
 
 use rustls::Connection;
@@ -29,12 +29,43 @@ use tokio::sync::Notify;
 use crate::net::{TcpStream, Transport};
 use crate::proxy::relay::{is_benign_close_error, Endpoint};
 
-/// First size of the ciphertext receive buffer; an idle connection holds this much.
-pub const RX_INITIAL: usize = 4 * 1024;
+/// First size of the ciphertext receive buffer; an idle connection holds this much (a small
+/// request or response record fits; a full record makes it grow).
+pub const RX_INITIAL: usize = 2 * 1024;
 /// Largest ciphertext receive buffer: four full TLS records per socket read.
 pub const RX_MAX: usize = 4 * (16 * 1024 + 256);
-/// Ciphertext send buffer kept between flushes; larger bursts grow it temporarily.
+/// First size of a ciphertext send buffer. Send buffers are not kept by idle connections: each
+/// flush borrows one from its core's pool and gives it back.
 pub const TX_INITIAL: usize = 4 * 1024;
+/// Send buffers larger than this go back to the allocator instead of the pool.
+const TX_POOL_MAX_CAPACITY: usize = 2 * RX_MAX;
+/// Most send buffers one core's pool keeps.
+const TX_POOL_MAX_LEN: usize = 64;
+
+thread_local! {
+    /// This core's idle send buffers: a flush takes one and puts it back, so a connection with
+    /// nothing to send holds none, and steady traffic allocates none.
+    static TX_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_tx() -> Vec<u8> {
+    TX_POOL
+        .with(|pool| pool.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(TX_INITIAL))
+}
+
+fn put_tx(mut tx: Vec<u8>) {
+    if tx.capacity() > TX_POOL_MAX_CAPACITY {
+        return;
+    }
+    tx.clear();
+    TX_POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < TX_POOL_MAX_LEN {
+            pool.push(tx);
+        }
+    });
+}
 
 /// Why feeding rustls failed: the socket side, or the TLS session itself (which queued an alert).
 enum Fed {
@@ -55,7 +86,6 @@ pub struct TlsStream<T: Transport = TcpStream> {
     io: T,
     conn: RefCell<Connection>,
     rx: RefCell<RxBuf>,
-    tx: RefCell<Option<Vec<u8>>>,
     flushing: Cell<bool>,
     flushed: Notify,
 }
@@ -73,7 +103,6 @@ impl<T: Transport> TlsStream<T> {
                 start,
                 eof: false,
             }),
-            tx: RefCell::new(Some(Vec::with_capacity(TX_INITIAL))),
             flushing: Cell::new(false),
             flushed: Notify::new(),
         }
@@ -193,26 +222,34 @@ impl<T: Transport> TlsStream<T> {
     }
 
     async fn flush_queued(&self) -> io::Result<()> {
+        let mut tx = take_tx();
         loop {
-            let mut tx = self.tx.borrow_mut().take().unwrap_or_default();
             tx.clear();
-            {
+            let encoded = {
                 let mut conn = self.conn.borrow_mut();
+                let mut result = Ok(());
                 while conn.wants_write() {
-                    conn.write_tls(&mut tx)?;
+                    if let Err(e) = conn.write_tls(&mut tx) {
+                        result = Err(e);
+                        break;
+                    }
                 }
+                result
+            };
+            if let Err(e) = encoded {
+                put_tx(tx);
+                return Err(e);
             }
             if tx.is_empty() {
-                *self.tx.borrow_mut() = Some(tx);
+                put_tx(tx);
                 return Ok(());
             }
-            let (res, mut tx) = self.io.write_all(tx).await;
-            if tx.capacity() > 4 * TX_INITIAL.max(RX_MAX) {
-                // A burst grew it; do not keep a large buffer on an idle connection.
-                tx = Vec::with_capacity(TX_INITIAL);
+            let (res, back) = self.io.write_all(tx).await;
+            tx = back;
+            if let Err(e) = res {
+                put_tx(tx);
+                return Err(e);
             }
-            *self.tx.borrow_mut() = Some(tx);
-            res?;
         }
     }
 
@@ -231,27 +268,38 @@ impl<T: Transport> TlsStream<T> {
         true
     }
 
-    /// Copies decrypted plaintext into `buf`. `Some(0)` is a clean EOF, `None` means none buffered.
-    /// `buf` is used up to its capacity; on `Some(n)` its length is `n`.
+    /// Copies decrypted plaintext into `buf`, up to its capacity, straight from rustls' buffers
+    /// (no zero-filling first). `Some(0)` is a clean EOF, `None` means none buffered; on
+    /// `Some(n)` the length of `buf` is `n`.
     fn take_plaintext(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        buf.clear();
+        if buf.capacity() == 0 {
+            buf.reserve(RX_INITIAL);
+        }
         let cap = buf.capacity();
-        buf.resize(cap, 0);
-        let res = self.conn.borrow_mut().reader().read(buf);
-        match res {
-            Ok(n) => {
-                buf.truncate(n);
-                Ok(Some(n))
+        let mut conn = self.conn.borrow_mut();
+        let mut reader = conn.reader();
+        loop {
+            let chunk = match reader.fill_buf() {
+                Ok(chunk) => chunk,
+                // Nothing more decrypted yet.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok((!buf.is_empty()).then_some(buf.len()));
+                }
+                // The peer closed the socket without close_notify: a relay treats it as its EOF.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(buf.len())),
+                Err(e) if buf.is_empty() => return Err(e),
+                Err(_) => return Ok(Some(buf.len())),
+            };
+            // An empty chunk without error: close_notify received and everything handed out.
+            if chunk.is_empty() {
+                return Ok(Some(buf.len()));
             }
-            // Nothing decrypted yet; `buf` stays fully initialised for the next attempt.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            // The peer closed the socket without close_notify: a relay treats it as its EOF.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                buf.clear();
-                Ok(Some(0))
-            }
-            Err(e) => {
-                buf.clear();
-                Err(e)
+            let n = chunk.len().min(cap - buf.len());
+            buf.extend_from_slice(&chunk[..n]);
+            reader.consume(n);
+            if buf.len() == cap {
+                return Ok(Some(cap));
             }
         }
     }
