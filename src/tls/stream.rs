@@ -87,6 +87,9 @@ pub struct TlsStream<T: Transport = TcpStream> {
     conn: RefCell<Connection>,
     rx: RefCell<RxBuf>,
     flushing: Cell<bool>,
+    /// Callers waiting for the running flush; `flushed` is only notified when there are some
+    /// (`notify_waiters` takes a lock).
+    waiting: Cell<usize>,
     flushed: Notify,
 }
 
@@ -104,6 +107,7 @@ impl<T: Transport> TlsStream<T> {
                 eof: false,
             }),
             flushing: Cell::new(false),
+            waiting: Cell::new(0),
             flushed: Notify::new(),
         }
     }
@@ -205,9 +209,11 @@ impl<T: Transport> TlsStream<T> {
         loop {
             if self.flushing.get() {
                 let done = self.flushed.notified();
+                self.waiting.set(self.waiting.get() + 1);
                 if self.flushing.get() {
                     done.await;
                 }
+                self.waiting.set(self.waiting.get() - 1);
                 continue;
             }
             if !self.conn.borrow().wants_write() {
@@ -216,7 +222,9 @@ impl<T: Transport> TlsStream<T> {
             self.flushing.set(true);
             let res = self.flush_queued().await;
             self.flushing.set(false);
-            self.flushed.notify_waiters();
+            if self.waiting.get() > 0 {
+                self.flushed.notify_waiters();
+            }
             return res;
         }
     }
