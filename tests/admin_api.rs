@@ -192,7 +192,11 @@ fn drain_moves_new_and_persisted_clients_and_lets_open_ones_finish() {
         "",
         "persistence = { mode = \"source-ip\", timeout = \"10m\" }",
     ));
-    // The readiness probe already made this client's entry; every connection sticks to it.
+    // The readiness probe already made this client's entry (once it reached its server: wait
+    // for that, or the first connection here could race it to an empty entry); every
+    // connection sticks to it.
+    wait_idle(admin);
+    assert_eq!(services(admin, None)["services"][0]["persistence_entries"], 1);
     let (mut open, first) = which(listen);
     for _ in 0..5 {
         assert_eq!(which(listen).1, first, "persistence");
