@@ -196,7 +196,10 @@ fn drain_moves_new_and_persisted_clients_and_lets_open_ones_finish() {
     // for that, or the first connection here could race it to an empty entry); every
     // connection sticks to it.
     wait_idle(admin);
-    assert_eq!(services(admin, None)["services"][0]["persistence_entries"], 1);
+    assert_eq!(
+        services(admin, None)["services"][0]["persistence_entries"],
+        1
+    );
     let (mut open, first) = which(listen);
     for _ in 0..5 {
         assert_eq!(which(listen).1, first, "persistence");
