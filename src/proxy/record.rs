@@ -120,12 +120,20 @@ impl Record {
             .outcome
             .as_ref()
             .map_or((0, 0), |o| (o.client_to_server, o.server_to_client));
-        tracing::debug!(
-            service = %config.name, client = %peer, server = ?server,
-            bytes_in, bytes_out, duration_ms = started.elapsed().as_millis() as u64,
-            end = end.as_str(), error = error.as_deref().unwrap_or(""),
-            "connection closed"
-        );
+        match server {
+            Some(server) => tracing::debug!(
+                service = %config.name, client = %peer, server = %server,
+                bytes_in, bytes_out, duration_ms = started.elapsed().as_millis() as u64,
+                end = end.as_str(), error = error.as_deref().unwrap_or(""),
+                "connection closed"
+            ),
+            None => tracing::debug!(
+                service = %config.name, client = %peer,
+                duration_ms = started.elapsed().as_millis() as u64,
+                end = end.as_str(), error = error.as_deref().unwrap_or(""),
+                "connection closed without a server"
+            ),
+        }
         let Some(log) = &service.access_log else {
             return;
         };
