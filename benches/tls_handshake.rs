@@ -27,8 +27,9 @@
 //! Throughput is in handshakes (elements). Record the machine (CPU model, `nproc`) with the
 //! figures.
 
-use std::path::Path;
-use std::process::Command;
+#[path = "support/certs.rs"]
+mod certs;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,13 +42,13 @@ use rustls::{
 use rustls_pki_types::ServerName;
 
 use ringmaster::net::transport::memory_pipe;
-use ringmaster::tls::certs::{load_cert, TlsCert};
+use ringmaster::tls::certs::TlsCert;
 use ringmaster::tls::client::{accept_any, for_server, Verify};
 use ringmaster::tls::server::{for_worker, service_config, shared_ticketer, SniResolver};
 use ringmaster::tls::stream::TlsStream;
 
-/// The name in the certificates and the client's SNI.
-const NAME: &str = "bench.test";
+use certs::{ecdsa_cert, rsa_cert, NAME};
+
 /// Bytes each in-memory pipe direction holds: a whole handshake flight fits.
 const PIPE_CAPACITY: usize = 64 * 1024;
 
@@ -286,43 +287,6 @@ fn benches(c: &mut Criterion) {
         });
     }
     group.finish();
-}
-
-/// An RSA-2048 certificate made by `openssl` (rcgen's ring backend cannot make RSA keys).
-fn rsa_cert(dir: &Path) -> Option<TlsCert> {
-    let (cert, key) = (dir.join("rsa.pem"), dir.join("rsa.key"));
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", &format!("/CN={NAME}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{NAME}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(load_cert(&cert, &key).expect("load RSA certificate")),
-        _ => {
-            eprintln!("openssl could not make an RSA-2048 certificate; RSA cases skipped");
-            None
-        }
-    }
-}
-
-/// An ECDSA P-256 certificate from rcgen, loaded by ringmaster's own PEM loader.
-fn ecdsa_cert(dir: &Path) -> TlsCert {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec![NAME.to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("certificate");
-    let (cert_path, key_path) = (dir.join("ecdsa.pem"), dir.join("ecdsa.key"));
-    std::fs::write(&cert_path, cert.pem()).expect("write certificate");
-    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-    load_cert(&cert_path, &key_path).expect("load ECDSA certificate")
 }
 
 criterion_group! {

@@ -32,9 +32,10 @@
 //! from rcgen) only matters for the untimed handshakes. Record the machine (CPU model, `nproc`)
 //! with the figures.
 
+#[path = "support/certs.rs"]
+mod certs;
+
 use std::hint::black_box;
-use std::path::Path;
-use std::process::Command;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,10 +48,12 @@ use rustls_pki_types::ServerName;
 use ringmaster::net::transport::{memory_pipe, MemoryEnd};
 use ringmaster::proxy::registry::Registry;
 use ringmaster::proxy::relay::{relay, Endpoint};
-use ringmaster::tls::certs::{load_cert, TlsCert};
+use ringmaster::tls::certs::TlsCert;
 use ringmaster::tls::client::{accept_any, for_server, Verify};
 use ringmaster::tls::server::{for_worker, service_config, shared_ticketer, SniResolver};
 use ringmaster::tls::stream::TlsStream;
+
+use certs::{ecdsa_cert, rsa_cert, NAME};
 
 /// Bytes each pipe direction holds before a writer waits: in the range of a loopback socket's
 /// send buffer once autotuned, and several full TLS records, so ends are not woken per record.
@@ -62,8 +65,6 @@ const PING: usize = 1024;
 /// Read buffer of the outer client in the bulk test: the relay's largest buffer
 /// (`relay::MAX_BUF`). The ping-pong peers read into [`PING`]-byte buffers.
 const READ_BUF: usize = 64 * 1024;
-/// The name in the certificates and the client's SNI.
-const NAME: &str = "bench.test";
 
 type End = TlsStream<MemoryEnd>;
 
@@ -310,43 +311,6 @@ fn run_cases(
             b.iter_custom(|iters| rt.block_on(direct(setup, work, iters)))
         });
     }
-}
-
-/// An RSA-2048 certificate made by `openssl` (rcgen's ring backend cannot make RSA keys).
-fn rsa_cert(dir: &Path) -> Option<TlsCert> {
-    let (cert, key) = (dir.join("rsa.pem"), dir.join("rsa.key"));
-    let status = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", &format!("/CN={NAME}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{NAME}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(load_cert(&cert, &key).expect("load RSA certificate")),
-        _ => {
-            eprintln!("openssl could not make an RSA-2048 certificate; using ECDSA P-256");
-            None
-        }
-    }
-}
-
-/// An ECDSA P-256 certificate from rcgen, loaded by ringmaster's own PEM loader.
-fn ecdsa_cert(dir: &Path) -> TlsCert {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let cert = rcgen::CertificateParams::new(vec![NAME.to_string()])
-        .expect("params")
-        .self_signed(&key)
-        .expect("certificate");
-    let (cert_path, key_path) = (dir.join("ecdsa.pem"), dir.join("ecdsa.key"));
-    std::fs::write(&cert_path, cert.pem()).expect("write certificate");
-    std::fs::write(&key_path, key.serialize_pem()).expect("write key");
-    load_cert(&cert_path, &key_path).expect("load ECDSA certificate")
 }
 
 fn benches(c: &mut Criterion) {
