@@ -63,7 +63,7 @@ const BULK_WRITE: usize = 16 * 1024;
 /// Request and response size of the ping-pong test.
 const PING: usize = 1024;
 /// Read buffer of the outer client in the bulk test: the relay's largest buffer
-/// (`relay::MAX_BUF`). The ping-pong peers read into [`PING`]-byte buffers.
+/// (`net::buffers::LARGE`). The ping-pong peers read into [`PING`]-byte buffers.
 const READ_BUF: usize = 64 * 1024;
 
 type End = TlsStream<MemoryEnd>;
@@ -257,7 +257,7 @@ async fn through_relay(setup: &Setup, work: Work, iters: u64) -> Duration {
     let chain = connect(setup).await;
     let registry = Rc::new(Registry::new());
     // No descriptors: the sweeper never runs here, and a -1 is skipped by its shutdown.
-    let guard = registry.register([-1, -1], Duration::from_secs(3600));
+    let guard = registry.register([-1, -1], Duration::from_secs(3600), None);
     let work = async {
         let elapsed = timed(work, &chain.client, &chain.server, iters).await;
         close(&chain.client, &chain.server).await;

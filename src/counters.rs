@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use crossbeam::utils::CachePadded;
 
+use crate::access_log::End;
+
 /// One monotonic counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -58,6 +60,15 @@ pub struct ServiceCounters {
     pub client_tls_errors: Counter,
     /// Clients closed because no server could take them.
     pub no_server: Counter,
+    /// Connections that ended, by how they ended (`End as usize`).
+    pub ends: [Counter; End::ALL.len()],
+}
+
+impl ServiceCounters {
+    /// Counts a connection that ended as `end`.
+    pub fn ended(&self, end: End) {
+        self.ends[end as usize].inc();
+    }
 }
 
 /// One server of one service on one worker.
@@ -88,6 +99,8 @@ pub struct ServiceTotals {
     pub client_tls_errors: u64,
     /// Clients closed because no server could take them.
     pub no_server: u64,
+    /// Connections that ended, by how they ended (`End as usize`).
+    pub ends: [u64; End::ALL.len()],
 }
 
 /// Sums of one server's counters over every worker.
@@ -192,6 +205,9 @@ impl Counters {
             t.closed += c.closed.get();
             t.client_tls_errors += c.client_tls_errors.get();
             t.no_server += c.no_server.get();
+            for (sum, n) in t.ends.iter_mut().zip(&c.ends) {
+                *sum += n.get();
+            }
         }
         t
     }

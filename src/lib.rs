@@ -10,6 +10,7 @@
 //! - [`proxy`] — serving a connection: mode dispatch, failover, the relay.
 //! - [`tls`] — rustls over owned buffers, certificates, Extended Protection.
 //! - [`balance`] — schedulers.
+//! - [`limits`] — connection limits: process-wide, per service, per client address.
 //! - [`ep_check`] — the Extended Protection report (`ringmaster ep-check`).
 //! - [`demo`] — `ringmaster demo`, a self-contained re-encrypt service.
 
@@ -23,6 +24,7 @@ pub mod config;
 pub mod counters;
 pub mod demo;
 pub mod ep_check;
+pub mod limits;
 pub mod net;
 pub mod proxy;
 pub mod runtime;

@@ -16,6 +16,8 @@ use signal_hook::iterator::Signals;
 use crate::access_log::AccessLogWriter;
 use crate::config::{Config, Workers};
 use crate::counters::Counters;
+use crate::limits::nofile::{self, Budget};
+use crate::limits::{ConnCount, Gate};
 use crate::net::affinity;
 use crate::net::ring::RingFlags;
 use crate::proxy::SharedService;
@@ -99,12 +101,13 @@ pub fn worker_cpus(workers: &Workers, allowed: &[usize]) -> Vec<usize> {
 fn shared_services(
     config: &Config,
     ticketer: &Arc<dyn ProducesTickets>,
+    process_limit: u32,
 ) -> Result<Vec<Arc<SharedService>>, RuntimeError> {
     config
         .services
         .iter()
         .map(|s| {
-            SharedService::new(Arc::new(s.clone()), ticketer)
+            SharedService::new(Arc::new(s.clone()), ticketer, process_limit)
                 .map(Arc::new)
                 .map_err(|e| RuntimeError::Tls {
                     service: s.name.clone(),
@@ -171,7 +174,12 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
         service: "*".into(),
         message: e.to_string(),
     })?;
-    let services = shared_services(&config, &ticketer)?;
+    let global = Gate::new(
+        ConnCount::new(),
+        Some(connection_limit(&config, cpus.len())),
+    );
+    let process_limit = global.limit().unwrap_or(u32::MAX);
+    let services = shared_services(&config, &ticketer, process_limit)?;
     let mut sockets = listeners::bind_all(&services, cpus.len())?;
     let admin_socket = match config.global.admin {
         Some(addr) => Some(bind_admin(addr)?),
@@ -198,6 +206,7 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
             worker,
             cpu,
             stats: counters.worker(worker),
+            global: global.clone(),
             log: access_log
                 .as_ref()
                 .zip(config.global.access_log.as_ref())
@@ -261,13 +270,14 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     check_extended_protection_at_start(&Arc::new(services.clone()));
 
     let admin_token = config.global.admin_token.clone().map(|t| t.0);
-    let controller = Controller::new(config, services, ticketer, commands);
+    let controller = Controller::new(config, services, ticketer, commands, process_limit);
     let generation = controller.generation();
     let reloads = controller.stats();
     let controller = Arc::new(Mutex::new(controller));
     let admin = match admin_socket {
         Some(socket) => {
             let control = Arc::new(AdminControl {
+                global: global.clone(),
                 controller: controller.clone(),
                 generation,
                 counters: counters.clone(),
@@ -350,6 +360,51 @@ pub fn run(config: Config) -> Result<(), RuntimeError> {
     }
     tracing::info!("all workers stopped");
     Ok(())
+}
+
+/// The process-wide connection limit: `[global] max_connections`, else what the descriptor limit
+/// leaves room for (raised to its hard limit first). Logs the budget, and warns when a configured
+/// limit needs more descriptors than the process may open.
+fn connection_limit(config: &Config, workers: usize) -> u32 {
+    let nofile = match nofile::raise_to_hard() {
+        Ok((now, before)) => {
+            if now > before {
+                tracing::info!(
+                    before,
+                    now,
+                    "raised the soft descriptor limit (ulimit -n) to the hard limit"
+                );
+            }
+            now
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the descriptor limit; assuming 1024");
+            1024
+        }
+    };
+    let budget = Budget::new(config, workers, nofile);
+    match config.global.max_connections {
+        Some(max) => {
+            if budget.needed(max) > nofile {
+                tracing::warn!(max_connections = max, descriptors_needed = budget.needed(max), nofile, "max_connections needs more descriptors than the process may open: accepts will meet EMFILE before the limit; raise LimitNOFILE (ulimit -n) or lower max_connections");
+            }
+            tracing::info!(
+                max_connections = max,
+                nofile,
+                "connection limit (configured)"
+            );
+            max
+        }
+        None => {
+            tracing::info!(
+                max_connections = budget.connections,
+                nofile,
+                reserved = budget.reserved,
+                "connection limit derived from the descriptor limit: (nofile - reserved) / 2"
+            );
+            budget.connections
+        }
+    }
 }
 
 /// Locks the controller (a panic while holding it leaves a usable state: every change is

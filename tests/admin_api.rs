@@ -24,9 +24,12 @@ fn config(
     extra: &str,
     service_extra: &str,
 ) -> String {
+    // The fake servers greet first (`Backend::id`): the service connects at once instead of
+    // waiting for the client's first byte.
     let mut toml = format!(
         "[global]\nworkers = 2\nadmin = \"{admin}\"\n{extra}\n\n\
-         [[service]]\nname = \"test\"\nlisten = \"{listen}\"\nmode = \"passthrough\"\n{service_extra}\n"
+         [[service]]\nname = \"test\"\nlisten = \"{listen}\"\nmode = \"passthrough\"\n\
+         server_speaks_first = true\n{service_extra}\n"
     );
     for s in servers {
         toml.push_str(&format!("\n[[service.server]]\naddress = \"{s}\"\n"));

@@ -147,10 +147,14 @@ fn backend_half_close_then_upload() {
     let first = Pattern::new(0x8A_01, HALF_CLOSE_LEN);
     let upload = Pattern::new(0x8A_02, HALF_CLOSE_LEN);
     let (backend, reports) = Backend::half_close_first(first);
+    // The backend speaks first: the service must connect without waiting for the client.
     let proxy = Proxy::start(&passthrough_config(
         listen_addr(),
         &[(backend.addr(), 1)],
-        &Opts::default(),
+        &Opts {
+            server_speaks_first: true,
+            ..Opts::default()
+        },
     ));
 
     let mut stream = connect(proxy.addr());
@@ -264,7 +268,10 @@ fn weighted_round_robin_spread() {
     let proxy = Proxy::start(&passthrough_config(
         listen_addr(),
         &[(heavy.addr(), 3), (light.addr(), 1)],
-        &Opts::default(),
+        &Opts {
+            server_speaks_first: true,
+            ..Opts::default()
+        },
     ));
 
     let (mut a, mut b) = (0usize, 0usize);

@@ -325,10 +325,17 @@ mod tests {
             (End::ClientClose, "client_close"),
             (End::ServerClose, "server_close"),
             (End::Timeout, "timeout"),
+            (End::HandshakeTimeout, "handshake_timeout"),
+            (End::ClientTruncated, "client_truncated"),
+            (End::ServerTruncated, "server_truncated"),
+            (End::ClientReset, "client_reset"),
+            (End::ServerReset, "server_reset"),
             (End::ClientError, "client_error"),
             (End::ServerError, "server_error"),
+            (End::IpLimit, "ip_limit"),
             (End::Shutdown, "shutdown"),
         ] {
+            assert_eq!(End::ALL[end as usize], end);
             let entry = Entry { end, ..full() };
             assert!(line(LogFormat::Logfmt, &entry).contains(&format!(" end={text}\n")));
             assert!(line(LogFormat::Json, &entry).contains(&format!(r#","end":"{text}"}}"#)));

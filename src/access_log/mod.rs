@@ -40,26 +40,61 @@ pub enum End {
     ClientClose,
     /// The server closed its side first.
     ServerClose,
-    /// An idle or handshake timeout closed it.
+    /// The idle timeout closed it.
     Timeout,
-    /// Something failed on the client side (TLS handshake, reset, protocol); see [`Entry::error`].
+    /// The client did not finish its TLS handshake (passthrough: send its first byte) within the
+    /// service's `handshake_timeout`.
+    HandshakeTimeout,
+    /// The client's TLS session ended without `close_notify`: what it sent may be cut short.
+    ClientTruncated,
+    /// The server's TLS session ended without `close_notify` (a crashed worker, a cut link).
+    ServerTruncated,
+    /// The client reset the connection.
+    ClientReset,
+    /// The server reset the connection.
+    ServerReset,
+    /// Something else failed on the client side (TLS handshake, protocol); see [`Entry::error`].
     ClientError,
-    /// Something failed on the server side (connect, TLS to the server, reset); see
+    /// Something else failed on the server side (connect, TLS to the server); see
     /// [`Entry::error`].
     ServerError,
+    /// The client's address already had `max_connections_per_ip` connections open.
+    IpLimit,
     /// Ringmaster shut it down: the drain timeout of a shutdown or reload ran out.
     Shutdown,
 }
 
 impl End {
+    /// Every end, in declaration order (`ALL[end as usize] == end`).
+    pub const ALL: [End; 12] = [
+        End::ClientClose,
+        End::ServerClose,
+        End::Timeout,
+        End::HandshakeTimeout,
+        End::ClientTruncated,
+        End::ServerTruncated,
+        End::ClientReset,
+        End::ServerReset,
+        End::ClientError,
+        End::ServerError,
+        End::IpLimit,
+        End::Shutdown,
+    ];
+
     /// The value written in the `end` field.
     pub fn as_str(self) -> &'static str {
         match self {
             End::ClientClose => "client_close",
             End::ServerClose => "server_close",
             End::Timeout => "timeout",
+            End::HandshakeTimeout => "handshake_timeout",
+            End::ClientTruncated => "client_truncated",
+            End::ServerTruncated => "server_truncated",
+            End::ClientReset => "client_reset",
+            End::ServerReset => "server_reset",
             End::ClientError => "client_error",
             End::ServerError => "server_error",
+            End::IpLimit => "ip_limit",
             End::Shutdown => "shutdown",
         }
     }

@@ -273,6 +273,11 @@ mod tests {
                 config_path: "r.toml".into(),
                 reloads: 0,
                 reload_failures: 0,
+                limit: crate::admin::snapshot::LimitSnapshot {
+                    current: 0,
+                    limit: Some(100),
+                    reached: 0,
+                },
                 workers: vec![],
                 services: vec![crate::admin::snapshot::ServiceSnapshot {
                     name: "web".into(),
@@ -284,6 +289,13 @@ mod tests {
                     client_tls_errors: 0,
                     no_server: 0,
                     persistence_entries: None,
+                    limit: crate::admin::snapshot::LimitSnapshot {
+                        current: 0,
+                        limit: None,
+                        reached: 0,
+                    },
+                    per_ip: None,
+                    ends: vec![],
                     extended_protection: false,
                     servers: vec![],
                 }],

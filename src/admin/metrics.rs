@@ -41,6 +41,24 @@ pub fn render(snapshot: &Snapshot) -> String {
         "Configuration reloads refused (invalid file) or not applied.",
     );
     m.sample("reload_failures_total", &[], s.reload_failures);
+    m.family(
+        "connections_current",
+        "gauge",
+        "Client connections open now, all services (counted against max_connections).",
+    );
+    m.sample("connections_current", &[], s.limit.current);
+    m.family(
+        "connections_limit",
+        "gauge",
+        "[global] max_connections: configured, or derived from the descriptor limit.",
+    );
+    m.sample("connections_limit", &[], s.limit.limit.unwrap_or(0));
+    m.family(
+        "connections_limit_reached_total",
+        "counter",
+        "Times a worker found max_connections reached and stopped accepting until a connection closed.",
+    );
+    m.sample("connections_limit_reached_total", &[], s.limit.reached);
 
     worker_families(&mut m, s);
     service_families(&mut m, &s.services);
@@ -103,7 +121,7 @@ fn service_families(m: &mut Metrics, services: &[ServiceSnapshot]) {
     }
 
     type Field = fn(&ServiceSnapshot) -> Option<u64>;
-    let families: [(&str, &str, &str, Field); 4] = [
+    let families: [(&str, &str, &str, Field); 8] = [
         (
             "service_connections_total",
             "counter",
@@ -128,6 +146,30 @@ fn service_families(m: &mut Metrics, services: &[ServiceSnapshot]) {
             "Live source-IP persistence entries (services with persistence only).",
             |v| v.persistence_entries,
         ),
+        (
+            "service_connections_limit",
+            "gauge",
+            "The service's max_connections (services with one only).",
+            |v| v.limit.limit,
+        ),
+        (
+            "service_connections_limit_reached_total",
+            "counter",
+            "Times a worker found the service's max_connections reached and stopped accepting.",
+            |v| v.limit.limit.map(|_| v.limit.reached),
+        ),
+        (
+            "service_per_ip_limit",
+            "gauge",
+            "The service's max_connections_per_ip (services with one only).",
+            |v| v.per_ip.map(|p| u64::from(p.limit)),
+        ),
+        (
+            "service_per_ip_refused_total",
+            "counter",
+            "Connections reset because their client address was at max_connections_per_ip.",
+            |v| v.per_ip.map(|p| p.refused),
+        ),
     ];
     for (name, kind, help, field) in families {
         m.family(name, kind, help);
@@ -135,6 +177,21 @@ fn service_families(m: &mut Metrics, services: &[ServiceSnapshot]) {
             if let Some(value) = field(v) {
                 m.sample(name, &[("service", &v.name)], value);
             }
+        }
+    }
+
+    m.family(
+        "service_closes_total",
+        "counter",
+        "Client connections that ended, by how they ended (the access log's end field).",
+    );
+    for v in services {
+        for e in &v.ends {
+            m.sample(
+                "service_closes_total",
+                &[("service", &v.name), ("end", e.end)],
+                e.count,
+            );
         }
     }
 }
@@ -337,7 +394,9 @@ pub fn escape_label_value(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::snapshot::{CheckSnapshot, WorkerSnapshot};
+    use crate::admin::snapshot::{
+        CheckSnapshot, EndCount, LimitSnapshot, PerIpSnapshot, WorkerSnapshot,
+    };
     use std::collections::HashSet;
 
     fn server(address: &str, state: &'static str, admin: AdminState) -> ServerSnapshot {
@@ -375,6 +434,11 @@ mod tests {
             config_path: "/etc/ringmaster.toml".into(),
             reloads: 2,
             reload_failures: 1,
+            limit: LimitSnapshot {
+                current: 12,
+                limit: Some(9950),
+                reached: 4,
+            },
             workers: vec![
                 WorkerSnapshot {
                     index: 0,
@@ -402,6 +466,26 @@ mod tests {
                     client_tls_errors: 6,
                     no_server: 0,
                     persistence_entries: Some(42),
+                    limit: LimitSnapshot {
+                        current: 12,
+                        limit: Some(500),
+                        reached: 2,
+                    },
+                    per_ip: Some(PerIpSnapshot {
+                        limit: 20,
+                        refused: 7,
+                        untracked: 0,
+                    }),
+                    ends: vec![
+                        EndCount {
+                            end: "client_close",
+                            count: 960,
+                        },
+                        EndCount {
+                            end: "handshake_timeout",
+                            count: 8,
+                        },
+                    ],
                     extended_protection: true,
                     servers: vec![up, down],
                 },
@@ -415,6 +499,13 @@ mod tests {
                     client_tls_errors: 0,
                     no_server: 5,
                     persistence_entries: None,
+                    limit: LimitSnapshot {
+                        current: 0,
+                        limit: None,
+                        reached: 0,
+                    },
+                    per_ip: None,
+                    ends: vec![],
                     extended_protection: false,
                     servers: vec![server("127.0.0.1:8080", "drain", AdminState::Drain)],
                 },
@@ -443,6 +534,14 @@ mod tests {
             "ringmaster_service_connections_current{service=\"exchange\"} 12",
             "ringmaster_service_no_server_total{service=\"we\\\"ird\\\\na\\nme\"} 5",
             "ringmaster_service_persistence_entries{service=\"exchange\"} 42",
+            "ringmaster_connections_current 12",
+            "ringmaster_connections_limit 9950",
+            "ringmaster_connections_limit_reached_total 4",
+            "ringmaster_service_connections_limit{service=\"exchange\"} 500",
+            "ringmaster_service_connections_limit_reached_total{service=\"exchange\"} 2",
+            "ringmaster_service_per_ip_limit{service=\"exchange\"} 20",
+            "ringmaster_service_per_ip_refused_total{service=\"exchange\"} 7",
+            "ringmaster_service_closes_total{service=\"exchange\",end=\"handshake_timeout\"} 8",
             "ringmaster_tls_handshake_errors_total{service=\"exchange\",side=\"client\"} 6",
             "ringmaster_tls_handshake_errors_total{service=\"exchange\",server=\"10.0.0.11:443\",\
              side=\"server\"} 1",

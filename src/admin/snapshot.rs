@@ -19,6 +19,8 @@ pub struct Snapshot {
     pub reloads: u64,
     /// Reloads refused because the new file was invalid (or could not be applied).
     pub reload_failures: u64,
+    /// The process-wide connection limit.
+    pub limit: LimitSnapshot,
     /// One entry per worker thread.
     pub workers: Vec<WorkerSnapshot>,
     /// One entry per service, in configuration order.
@@ -61,10 +63,48 @@ pub struct ServiceSnapshot {
     pub no_server: u64,
     /// Live source-IP persistence entries; `None` without persistence.
     pub persistence_entries: Option<u64>,
+    /// The service's `max_connections` (`limit: None` without one).
+    pub limit: LimitSnapshot,
+    /// The per-address limit, when `max_connections_per_ip` is set.
+    pub per_ip: Option<PerIpSnapshot>,
+    /// Connections that ended, by how they ended (the access log's `end` values), in the order of
+    /// `access_log::End::ALL`.
+    pub ends: Vec<EndCount>,
     /// Whether `extended_protection = true`.
     pub extended_protection: bool,
     /// The real servers, in configuration order.
     pub servers: Vec<ServerSnapshot>,
+}
+
+/// A connection limit: how many are open against it, the limit, how often it was reached.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LimitSnapshot {
+    /// Connections counted now.
+    pub current: u64,
+    /// The limit; `None` when there is none.
+    pub limit: Option<u64>,
+    /// Times a worker found it reached and stopped accepting until a connection closed.
+    pub reached: u64,
+}
+
+/// The per-address limit of a service.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PerIpSnapshot {
+    /// `max_connections_per_ip`.
+    pub limit: u32,
+    /// Connections reset because their address was at the limit.
+    pub refused: u64,
+    /// Connections let through uncounted (their slot of the address table was full).
+    pub untracked: u64,
+}
+
+/// Connections that ended one way.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EndCount {
+    /// The access log's `end` value (`client_close`, `handshake_timeout`, ...).
+    pub end: &'static str,
+    /// How many ended so.
+    pub count: u64,
 }
 
 /// What an operator asked of a server through the admin API.

@@ -8,7 +8,9 @@
 
 use std::fmt::Write;
 
-use super::snapshot::{CheckSnapshot, ServerSnapshot, ServiceSnapshot, Snapshot, WorkerSnapshot};
+use super::snapshot::{
+    CheckSnapshot, LimitSnapshot, ServerSnapshot, ServiceSnapshot, Snapshot, WorkerSnapshot,
+};
 
 /// How often the page reloads itself, in seconds.
 pub const REFRESH_SECS: u32 = 5;
@@ -90,6 +92,7 @@ pub fn render(snapshot: &Snapshot, now_unix: u64) -> String {
         s.reloads.to_string()
     };
     fact(&mut h, "reloads", &reloads);
+    fact(&mut h, "connections", &limit_text(&s.limit));
     fact(&mut h, "services", &s.services.len().to_string());
     fact(&mut h, "workers", &s.workers.len().to_string());
     h.push_str("</dl>\n</header>\n");
@@ -189,6 +192,25 @@ fn service_table(h: &mut String, v: &ServiceSnapshot, now_unix: u64) {
             v.connections_current, v.connections_total
         ),
     );
+    if v.limit.limit.is_some() {
+        caption_fact(h, "limit", &limit_text(&v.limit));
+    }
+    if let Some(p) = &v.per_ip {
+        let refused = if p.refused > 0 {
+            format!(" <span class=\"bad\">({} refused)</span>", p.refused)
+        } else {
+            String::new()
+        };
+        caption_fact(h, "per address", &format!("{}{refused}", p.limit));
+    }
+    let timeouts = v
+        .ends
+        .iter()
+        .find(|e| e.end == "handshake_timeout")
+        .map_or(0, |e| e.count);
+    if timeouts > 0 {
+        caption_fact(h, "handshake timeouts", &timeouts.to_string());
+    }
     caption_fact(h, "client TLS errors", &v.client_tls_errors.to_string());
     caption_fact(h, "no server", &v.no_server.to_string());
     if let Some(n) = v.persistence_entries {
@@ -231,6 +253,19 @@ fn totals(h: &mut String, servers: &[ServerSnapshot]) {
         sum(|s| s.connect_errors),
         sum(|s| s.server_tls_errors),
     );
+}
+
+/// "12 / 9950", with how often the limit was reached when it was.
+fn limit_text(l: &LimitSnapshot) -> String {
+    let limit = l.limit.map_or("no limit".to_owned(), |n| n.to_string());
+    if l.reached > 0 {
+        format!(
+            "{} / {limit} <span class=\"bad\">(reached {}×)</span>",
+            l.current, l.reached
+        )
+    } else {
+        format!("{} / {limit}", l.current)
+    }
 }
 
 fn caption_fact(h: &mut String, term: &str, value_html: &str) {
@@ -355,7 +390,7 @@ pub fn esc(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::snapshot::AdminState;
+    use crate::admin::snapshot::{AdminState, PerIpSnapshot};
 
     fn snapshot() -> Snapshot {
         let server = |address: &str, state: &'static str, admin| ServerSnapshot {
@@ -384,6 +419,11 @@ mod tests {
             config_path: "/etc/<ringmaster>.toml".into(),
             reloads: 3,
             reload_failures: 1,
+            limit: LimitSnapshot {
+                current: 1,
+                limit: Some(9950),
+                reached: 3,
+            },
             workers: vec![WorkerSnapshot {
                 index: 0,
                 cpu: 1,
@@ -401,6 +441,17 @@ mod tests {
                 client_tls_errors: 0,
                 no_server: 0,
                 persistence_entries: Some(7),
+                limit: LimitSnapshot {
+                    current: 1,
+                    limit: Some(200),
+                    reached: 2,
+                },
+                per_ip: Some(PerIpSnapshot {
+                    limit: 10,
+                    refused: 5,
+                    untracked: 0,
+                }),
+                ends: vec![],
                 extended_protection: true,
                 servers: vec![
                     server("10.0.0.1:443", "up", AdminState::Enabled),

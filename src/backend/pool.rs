@@ -146,6 +146,14 @@ impl<S: Reusable, K: Clone + PartialEq> WarmPool<S, K> {
         dropped
     }
 
+    /// Drops every idle connection and wakes the refill (which checks whether it should stop).
+    pub fn clear(&self) {
+        for queue in &self.idle {
+            queue.borrow_mut().clear();
+        }
+        self.wake.notify_one();
+    }
+
     /// Number of servers.
     pub fn servers(&self) -> usize {
         self.idle.len()

@@ -129,6 +129,11 @@ impl SharedBalance {
         }
     }
 
+    /// Whether any server may take a new connection.
+    pub fn any_usable(&self) -> bool {
+        self.servers.iter().any(|s| s.is_usable())
+    }
+
     /// Whether server `index` may take a new connection.
     pub fn usable(&self, index: usize) -> bool {
         self.servers.get(index).is_some_and(|s| s.is_usable())

@@ -18,6 +18,7 @@ pub(super) const GLOBAL_KEYS: &[&str] = &[
     "admin",
     "admin_token",
     "access_log",
+    "max_connections",
 ];
 /// Keys allowed in `access_log = { ... }`. Kept in sync with [`RawAccessLog`] by a test.
 pub(super) const ACCESS_LOG_KEYS: &[&str] = &["path", "format"];
@@ -28,6 +29,7 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "mode",
     "connect_timeout",
     "idle_timeout",
+    "handshake_timeout",
     "backlog",
     "certificate",
     "key",
@@ -39,6 +41,9 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "steer",
     "health",
     "warm",
+    "max_connections",
+    "max_connections_per_ip",
+    "server_speaks_first",
     "server",
 ];
 /// Keys allowed in `persistence = { ... }`. Kept in sync with [`RawPersistence`] by a test.
@@ -71,6 +76,7 @@ pub(super) struct RawGlobal {
     pub admin: Option<Spanned<Value>>,
     pub admin_token: Option<Spanned<Value>>,
     pub access_log: Option<Spanned<RawAccessLog>>,
+    pub max_connections: Option<Spanned<Value>>,
 }
 
 /// `access_log = { path = "stdout", format = "logfmt" }`.
@@ -90,6 +96,7 @@ pub(super) struct RawService {
     pub mode: Option<Spanned<Value>>,
     pub connect_timeout: Option<Spanned<Value>>,
     pub idle_timeout: Option<Spanned<Value>>,
+    pub handshake_timeout: Option<Spanned<Value>>,
     pub backlog: Option<Spanned<Value>>,
     pub certificate: Option<Spanned<Value>>,
     pub key: Option<Spanned<Value>>,
@@ -101,6 +108,9 @@ pub(super) struct RawService {
     pub steer: Option<Spanned<Value>>,
     pub health: Option<Spanned<RawHealth>>,
     pub warm: Option<Spanned<Value>>,
+    pub max_connections: Option<Spanned<Value>>,
+    pub max_connections_per_ip: Option<Spanned<Value>>,
+    pub server_speaks_first: Option<Spanned<Value>>,
     pub server: Option<Vec<Spanned<RawServer>>>,
 }
 

@@ -13,6 +13,7 @@ mod error;
 mod file;
 mod global;
 mod health;
+mod limits;
 mod service;
 mod suggest;
 mod summary;
@@ -29,6 +30,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, Problem};
+pub use limits::{
+    ServiceLimits, DEFAULT_HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
+};
 
 /// Exit status for a configuration error: `EX_CONFIG` from sysexits(3).
 pub const EXIT_CONFIG: i32 = 78;
@@ -74,6 +78,9 @@ pub struct Global {
     pub admin_token: Option<Secret>,
     /// The per-connection access log; off when absent.
     pub access_log: Option<AccessLog>,
+    /// Most client connections open at once, all services together; `None`: derived from the
+    /// descriptor limit at start (see `runtime::limits`).
+    pub max_connections: Option<u32>,
 }
 
 /// A string that never appears in `Debug` output (tokens).
@@ -135,6 +142,8 @@ pub struct Service {
     pub connect_timeout: Duration,
     /// Idle time after which a connection is closed (default 10m).
     pub idle_timeout: Duration,
+    /// Connection limits and the handshake deadline.
+    pub limits: ServiceLimits,
     /// `listen(2)` backlog, 1..=65535 (default 4096).
     pub backlog: u32,
     /// Real servers, in file order; at least one, no address twice.

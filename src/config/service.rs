@@ -95,6 +95,13 @@ impl Checker<'_> {
         let persistence = self.persistence(s.persistence.as_ref());
         let steer = self.steer(s.steer.as_ref());
         let warm = self.warm(s.warm.as_ref(), mode);
+        let limits = self.service_limits(
+            s.max_connections.as_ref(),
+            s.max_connections_per_ip.as_ref(),
+            s.handshake_timeout.as_ref(),
+            s.server_speaks_first.as_ref(),
+            mode,
+        );
         let (tls, backend_tls, extended_protection) = tls?;
         let health = self.health(s.health.as_ref(), mode, backend_tls.as_ref());
         Some(Service {
@@ -103,6 +110,7 @@ impl Checker<'_> {
             mode: mode?,
             connect_timeout: connect_timeout?,
             idle_timeout: idle_timeout?,
+            limits: limits?,
             backlog: backlog?,
             servers: servers?,
             tls,

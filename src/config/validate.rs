@@ -246,7 +246,14 @@ impl Checker<'_> {
         let access_log = raw
             .and_then(|g| g.access_log.as_ref())
             .and_then(|v| self.access_log(v));
+        let max_connections = self
+            .max_connections(
+                raw.and_then(|g| g.max_connections.as_ref()),
+                "then it is derived from the descriptor limit, ulimit -n",
+            )
+            .flatten();
         Global {
+            max_connections,
             workers: workers.unwrap_or(Workers::Auto),
             drain_timeout: drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT),
             admin,

@@ -4,15 +4,15 @@
 //! - [`ring`]: one tokio-uring runtime per worker thread, created with `COOP_TASKRUN` and
 //!   `SINGLE_ISSUER`.
 //! - [`affinity`]: the CPUs this process may run on, and pinning a thread to one of them.
+//! - [`buffers`]: per-core pools of large I/O buffers; idle connections hold only small ones.
 //! - [`listener`]: `SO_REUSEPORT` listeners with an explicit backlog.
 //! - [`connect`]: backend connects bounded by a timeout without leaking an in-flight operation.
-//! - [`deadline`]: shutting a socket down when a phase (a TLS handshake) takes too long.
 //! - [`stream`]: the TCP stream type the proxy reads and writes with owned buffers.
 //! - [`transport`]: what the TLS engine needs from a stream, for TCP and an in-memory pipe.
 
 pub mod affinity;
+pub mod buffers;
 pub mod connect;
-pub mod deadline;
 pub mod listener;
 pub mod ring;
 pub mod stream;

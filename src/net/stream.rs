@@ -35,6 +35,17 @@ impl TcpStream {
         self.inner.shutdown(how)
     }
 
+    /// Reads what is already queued, without waiting: `Ok(None)` when nothing is (`EAGAIN`),
+    /// else as [`TcpStream::read`]. Only for a socket with no read in flight on the ring.
+    pub fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        try_recv(self.raw_fd(), buf)
+    }
+
+    /// Closes abortively: see [`abort_fd`].
+    pub fn abort(&self) {
+        abort_fd(self.raw_fd());
+    }
+
     /// Disables Nagle's algorithm: the proxy forwards what it read at once.
     pub fn set_nodelay(&self) -> io::Result<()> {
         self.inner.set_nodelay(true)
@@ -43,5 +54,70 @@ impl TcpStream {
     /// The raw descriptor, for the idle sweeper's `shutdown`.
     pub fn raw_fd(&self) -> RawFd {
         self.inner.as_raw_fd()
+    }
+}
+
+/// A non-blocking `recv` into `buf` from index 0, up to its capacity: `Ok(None)` on `EAGAIN`,
+/// `Ok(Some(0))` on EOF, else the count read (and `buf.len()`).
+pub fn try_recv(fd: RawFd, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+    buf.clear();
+    // SAFETY: the kernel writes at most `capacity` bytes into the vector's spare room, and the
+    // length is set to what it reported.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            buf.as_mut_ptr().cast(),
+            buf.capacity(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock => Ok(None),
+            io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let n = n as usize;
+    // SAFETY: `n` bytes were initialised by recv, and n <= capacity.
+    unsafe { buf.set_len(n) };
+    Ok(Some(n))
+}
+
+/// Closes a TCP connection abortively, the way a crashed process would: the peer gets a RST
+/// (never a FIN it could take for the end of the data), and every read or write pending on the
+/// socket, on the ring or elsewhere, completes at once with an error.
+///
+/// `SO_LINGER` 0 makes the final `close` send a RST whatever state the socket is in;
+/// `connect(AF_UNSPEC)` disconnects now (the kernel's `tcp_disconnect`: RST, queues purged, waiters
+/// woken with `ECONNRESET`/`EPIPE`). Where the kernel refuses the disconnect (`EBUSY`: a thread
+/// blocked in the socket), `shutdown` wakes the waiters instead and the close still resets.
+/// The descriptor stays open; its owner closes it.
+pub fn abort_fd(fd: RawFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: plain syscalls on a descriptor the caller keeps open; arguments are valid for the
+    // calls' duration.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+        let mut unspec: libc::sockaddr = std::mem::zeroed();
+        unspec.sa_family = libc::AF_UNSPEC as libc::sa_family_t;
+        let rc = libc::connect(
+            fd,
+            &unspec,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        );
+        if rc != 0 {
+            libc::shutdown(fd, libc::SHUT_RDWR);
+        }
     }
 }

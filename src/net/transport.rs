@@ -26,8 +26,13 @@ pub trait Transport {
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
     /// Writes all of `buf[..buf.len()]`, returning the buffer for reuse.
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+    /// Reads what is already queued without waiting, into `buf` from index 0: `Ok(None)` when
+    /// nothing is. Only while no [`Transport::read`] is pending.
+    fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>>;
     /// Shuts down one or both halves. A pending read completes (with 0) once the read half is shut.
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// Closes abortively: the peer sees a reset, pending reads and writes fail at once.
+    fn abort(&self);
 }
 
 impl Transport for TcpStream {
@@ -39,8 +44,16 @@ impl Transport for TcpStream {
         TcpStream::write_all(self, buf).await
     }
 
+    fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        TcpStream::try_read(self, buf)
+    }
+
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         TcpStream::shutdown(self, how)
+    }
+
+    fn abort(&self) {
+        TcpStream::abort(self);
     }
 }
 
@@ -52,6 +65,8 @@ struct Lane {
     fin: Cell<bool>,
     /// The reader shut its receiving side or went away: reads return 0, writes fail with `EPIPE`.
     gone: Cell<bool>,
+    /// The writer aborted: the reader gets `ECONNRESET` once, as from a TCP reset.
+    reset: Cell<bool>,
     readable: Notify,
     writable: Notify,
 }
@@ -63,6 +78,7 @@ impl Lane {
             capacity,
             fin: Cell::new(false),
             gone: Cell::new(false),
+            reset: Cell::new(false),
             readable: Notify::new(),
             writable: Notify::new(),
         })
@@ -95,35 +111,50 @@ pub fn memory_pipe(capacity: usize) -> (MemoryEnd, MemoryEnd) {
     )
 }
 
-impl Transport for MemoryEnd {
-    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+impl MemoryEnd {
+    /// Moves queued bytes into `buf` (from index 0): `None` while nothing is queued and the
+    /// writer has not finished.
+    fn take_queued(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
         buf.clear();
         let lane = &self.rx;
+        if lane.reset.replace(false) {
+            lane.gone.set(true);
+            return Err(io::Error::from_raw_os_error(libc::ECONNRESET));
+        }
+        if lane.gone.get() {
+            return Ok(Some(0));
+        }
+        let mut bytes = lane.bytes.borrow_mut();
+        if !bytes.is_empty() {
+            let n = bytes.len().min(buf.capacity());
+            let (front, back) = bytes.as_slices();
+            let from_front = n.min(front.len());
+            buf.extend_from_slice(&front[..from_front]);
+            buf.extend_from_slice(&back[..n - from_front]);
+            bytes.drain(..n);
+            drop(bytes);
+            lane.writable.notify_waiters();
+            return Ok(Some(n));
+        }
+        Ok(lane.fin.get().then_some(0))
+    }
+}
+
+impl Transport for MemoryEnd {
+    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         loop {
             // Created before the check: `notify_waiters` reaches it even before its first poll.
-            let ready = lane.readable.notified();
-            if lane.gone.get() {
-                return (Ok(0), buf);
+            let ready = self.rx.readable.notified();
+            match self.take_queued(&mut buf) {
+                Ok(Some(n)) => return (Ok(n), buf),
+                Ok(None) => ready.await,
+                Err(e) => return (Err(e), buf),
             }
-            {
-                let mut bytes = lane.bytes.borrow_mut();
-                if !bytes.is_empty() {
-                    let n = bytes.len().min(buf.capacity());
-                    let (front, back) = bytes.as_slices();
-                    let from_front = n.min(front.len());
-                    buf.extend_from_slice(&front[..from_front]);
-                    buf.extend_from_slice(&back[..n - from_front]);
-                    bytes.drain(..n);
-                    drop(bytes);
-                    lane.writable.notify_waiters();
-                    return (Ok(n), buf);
-                }
-            }
-            if lane.fin.get() {
-                return (Ok(0), buf);
-            }
-            ready.await;
         }
+    }
+
+    fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        self.take_queued(buf)
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
@@ -148,6 +179,11 @@ impl Transport for MemoryEnd {
             lane.readable.notify_waiters();
         }
         (Ok(()), buf)
+    }
+
+    fn abort(&self) {
+        self.tx.reset.set(true);
+        let _ = Transport::shutdown(self, Shutdown::Both);
     }
 
     fn shutdown(&self, how: Shutdown) -> io::Result<()> {

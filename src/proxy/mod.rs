@@ -31,11 +31,19 @@ use crate::access_log::LocalLog;
 use crate::balance::select::{Balancer, SharedBalance};
 use crate::config::{Mode, Service};
 use crate::counters::{ServerCounters, ServiceCounters, WorkerStats};
+use crate::limits::{ConnCount, Gate, IpTable, Permit};
 use crate::net::TcpStream;
 use crate::tls::ep_monitor::EpMonitor;
 use crate::tls::{client, server, TlsSetupError};
 use record::Record;
 use registry::{ConnGuard, Registry};
+
+/// Time allowed for one attempt to reach a server: `connect_timeout`, cut to what is left of the
+/// client's handshake deadline while that runs (re-encrypt connects during the client's handshake).
+pub(crate) fn attempt_timeout(service: &ServiceState, guard: &ConnGuard) -> std::time::Duration {
+    let connect = service.config().connect_timeout;
+    guard.remaining().map_or(connect, |left| left.min(connect))
+}
 
 /// What all workers share about one service: its config, its TLS setup and EP monitor.
 pub struct SharedService {
@@ -49,23 +57,31 @@ pub struct SharedService {
     pub balance: Arc<SharedBalance>,
     /// Extended Protection monitor (reencrypt with `extended_protection = true`).
     pub ep: Option<Arc<EpMonitor>>,
+    /// The service's `max_connections` over its open connections (counted on every core).
+    pub gate: Gate,
+    /// Open connections per client address, when `max_connections_per_ip` is set.
+    pub per_ip: Option<Arc<IpTable>>,
 }
 
 impl SharedService {
-    /// Builds the shared part of `config`; TLS services use `ticketer` for their tickets.
+    /// Builds the shared part of `config`; TLS services use `ticketer` for their tickets, and
+    /// the per-address table is sized for `process_limit` connections.
     pub fn new(
         config: Arc<Service>,
         ticketer: &Arc<dyn ProducesTickets>,
+        process_limit: u32,
     ) -> Result<Self, TlsSetupError> {
-        Self::reloaded(config, ticketer, None)
+        Self::reloaded(config, ticketer, None, process_limit)
     }
 
     /// Like [`new`](Self::new) after a reload: server health, admin state, connection counts
-    /// and persistence entries carry over from `previous`, the same service's old state.
+    /// (per server, per service, per address) and persistence entries carry over from
+    /// `previous`, the same service's old state.
     pub fn reloaded(
         config: Arc<Service>,
         ticketer: &Arc<dyn ProducesTickets>,
         previous: Option<&SharedService>,
+        process_limit: u32,
     ) -> Result<Self, TlsSetupError> {
         let resolver = match &config.tls {
             Some(tls) => Some(Arc::new(
@@ -87,12 +103,21 @@ impl SharedService {
             &config,
             previous.map(|p| &*p.balance),
         ));
+        let count = previous.map_or_else(ConnCount::new, |p| p.gate.count().clone());
+        let gate = Gate::new(count, config.limits.max_connections);
+        let per_ip = config.limits.max_connections_per_ip.map(|_| {
+            previous
+                .and_then(|p| p.per_ip.clone())
+                .unwrap_or_else(|| IpTable::new(process_limit))
+        });
         Ok(Self {
             config,
             front_tls,
             resolver,
             balance,
             ep,
+            gate,
+            per_ip,
         })
     }
 }
@@ -119,6 +144,8 @@ pub struct ServiceState {
     pub worker: Arc<WorkerStats>,
     /// This worker's access log buffer, when the log is on.
     pub access_log: Option<Rc<LocalLog>>,
+    /// This worker's connection registry and timers.
+    pub registry: Rc<Registry>,
     /// Set when a reload or a stop replaced this state: its warm pool stops refilling, and
     /// connections already using it finish under it.
     pub retired: Cell<bool>,
@@ -126,12 +153,13 @@ pub struct ServiceState {
 
 impl ServiceState {
     /// Per-worker state for a service; `worker` staggers the round-robin start; `stats` are the
-    /// worker's counters and `access_log` its log buffer.
+    /// worker's counters, `access_log` its log buffer and `registry` its connections' timers.
     pub fn new(
         shared: Arc<SharedService>,
         worker: usize,
         stats: Arc<WorkerStats>,
         access_log: Option<Rc<LocalLog>>,
+        registry: Rc<Registry>,
     ) -> Result<Self, TlsSetupError> {
         let config = &shared.config;
         let counters = stats.service(&config.name);
@@ -158,6 +186,7 @@ impl ServiceState {
             server_counters,
             worker: stats,
             access_log,
+            registry,
             retired: Cell::new(false),
             balancer: RefCell::new(balancer),
             front_tls,
@@ -169,6 +198,18 @@ impl ServiceState {
     /// The validated configuration of this service.
     pub fn config(&self) -> &Service {
         &self.shared.config
+    }
+
+    /// A reload or a stop replaced this state: its warm pools close their idle connections at
+    /// once and stop refilling; connections already using it finish under it.
+    pub fn retire(&self) {
+        self.retired.set(true);
+        if let Some(pool) = &self.tls_pool {
+            pool.clear();
+        }
+        if let Some(pool) = &self.tcp_pool {
+            pool.clear();
+        }
     }
 }
 
@@ -230,18 +271,20 @@ impl ServiceState {
 
 /// Serves one accepted client connection until both directions are closed, then counts it and
 /// writes its access log line.
-pub async fn serve(
-    client: TcpStream,
-    peer: SocketAddr,
-    service: Rc<ServiceState>,
-    registry: Rc<Registry>,
-) {
+///
+/// `permit` holds the connection's slots of the connection limits until it ends.
+pub async fn serve(client: TcpStream, peer: SocketAddr, service: Rc<ServiceState>, permit: Permit) {
     let accepted_at = SystemTime::now();
     let started = Instant::now();
     service.counters.accepted.inc();
     service.worker.worker.accepted.inc();
     // Registered from the start, so a client that never sends its ClientHello is timed out too.
-    let guard = registry.register([client.raw_fd(), -1], service.config().idle_timeout);
+    let config = service.config();
+    let guard = service.registry.register(
+        [client.raw_fd(), -1],
+        config.idle_timeout,
+        config.limits.handshake_timeout,
+    );
     let mut record = Record::default();
     // Each mode's future in its own allocation: a task is as large as its largest state, and an
     // idle passthrough connection should not carry the room of two TLS sessions.
@@ -271,4 +314,14 @@ pub async fn serve(
         }
     }
     record.finish(&service, peer, accepted_at, started, &guard);
+    drop(permit);
+}
+
+/// Turns away a client whose address already has `max_connections_per_ip` connections open:
+/// reset at once (it costs no server connection and no task), counted and logged.
+pub fn refuse_over_ip_limit(client: TcpStream, peer: SocketAddr, service: &ServiceState) {
+    client.abort();
+    service.counters.accepted.inc();
+    service.worker.worker.accepted.inc();
+    Record::default().refused(service, peer);
 }

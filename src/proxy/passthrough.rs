@@ -4,11 +4,14 @@ use std::net::SocketAddr;
 
 use super::record::Record;
 use super::registry::ConnGuard;
-use super::relay::relay;
+use super::relay::{relay_with, RelayOutcome, Side};
 use super::{ServiceState, Upstream};
+use crate::net::buffers::SMALL;
 use crate::net::{connect::connect, TcpStream};
 
-/// Serves one passthrough connection.
+/// Serves one passthrough connection: waits for the client's first bytes (within the handshake
+/// timeout; a silent client never costs a server connection), unless the server speaks first,
+/// then connects and relays, the first bytes first.
 pub async fn serve(
     client: TcpStream,
     peer: SocketAddr,
@@ -16,11 +19,45 @@ pub async fn serve(
     guard: &ConnGuard,
     record: &mut Record,
 ) {
+    // With every server down the client is closed at once, not after its first byte.
+    if !service.shared.balance.any_usable() {
+        service.plan(peer, record);
+        return;
+    }
+    let first = if service.config().limits.handshake_timeout.is_some() {
+        match first_bytes(&client, record).await {
+            Some(first) => first,
+            None => return,
+        }
+    } else {
+        Vec::new()
+    };
+    guard.handshake_done();
     let Some(server) = connect_plain(service, peer, guard, record).await else {
         return;
     };
     guard.set_server_fd(server.stream.raw_fd());
-    record.outcome = Some(relay(&client, &server.stream, guard).await);
+    record.outcome = Some(relay_with(&client, &server.stream, guard, first).await);
+}
+
+/// The client's first bytes; `None` (recorded) if it closed or failed before sending any. A
+/// client that closes without a byte (a port probe) is a clean close, not an error.
+async fn first_bytes(client: &TcpStream, record: &mut Record) -> Option<Vec<u8>> {
+    let (res, buf) = client.read(Vec::with_capacity(SMALL)).await;
+    match res {
+        Ok(0) => {
+            record.outcome = Some(RelayOutcome {
+                first_close: Some(Side::Client),
+                ..RelayOutcome::default()
+            });
+            None
+        }
+        Ok(_) => Some(buf),
+        Err(e) => {
+            record.fail(Side::Client, format!("before its first byte: {e}"));
+            None
+        }
+    }
 }
 
 /// Connects to the chosen server, failing over to each other usable server once. `None` (logged
@@ -45,7 +82,7 @@ pub(crate) async fn connect_plain(
         {
             return Some(service.upstream(peer, index, server, guard, record));
         }
-        match connect(address, config.connect_timeout).await {
+        match connect(address, super::attempt_timeout(service, guard)).await {
             Ok(server) => return Some(service.upstream(peer, index, server, guard, record)),
             Err(e) => {
                 service.server_counters[index].connect_errors.inc();

@@ -7,8 +7,8 @@ use std::time::{Instant, SystemTime};
 
 use rustls::Connection;
 
-use super::registry::ConnGuard;
-use super::relay::{RelayOutcome, Side};
+use super::registry::{ConnGuard, Expiry};
+use super::relay::{Failure, RelayOutcome, Side};
 use super::ServiceState;
 use crate::access_log::{End, Entry};
 
@@ -73,10 +73,27 @@ impl Record {
         }
     }
 
-    /// How the connection ended and, for an error, what it was.
+    /// How the connection ended and, for an error, what it was. What the registry did decides
+    /// first (its abort is why the sockets failed), then a failure before the relay, then how the
+    /// relay ended.
     fn end(&self, guard: &ConnGuard) -> (End, Option<String>) {
+        let why = || {
+            self.failure
+                .as_ref()
+                .map(|(_, why)| why.clone())
+                .or_else(|| {
+                    let outcome = self.outcome.as_ref()?;
+                    outcome.error.as_ref().map(|(_, e)| e.to_string())
+                })
+        };
+        match guard.activity().expired() {
+            Some(Expiry::Deadline) => return (End::HandshakeTimeout, None),
+            Some(Expiry::Idle) => return (End::Timeout, None),
+            Some(Expiry::Drain) => return (End::Shutdown, why()),
+            None => {}
+        }
         if let Some((side, why)) = &self.failure {
-            return (error_end(*side), Some(why.clone()));
+            return (error_end(*side, Failure::Error), Some(why.clone()));
         }
         let Some(outcome) = &self.outcome else {
             return (
@@ -84,19 +101,25 @@ impl Record {
                 Some("closed before a server was chosen".into()),
             );
         };
-        if guard.activity().timed_out() {
-            return (End::Timeout, None);
-        }
         if let Some((side, e)) = &outcome.error {
-            if guard.activity().aborted() {
-                return (End::Shutdown, Some(e.to_string()));
-            }
-            return (error_end(*side), Some(e.to_string()));
+            return (error_end(*side, Failure::of(e)), Some(e.to_string()));
         }
         match outcome.first_close {
             Some(Side::Server) => (End::ServerClose, None),
             _ => (End::ClientClose, None),
         }
+    }
+
+    /// Counts and logs a connection refused at the per-address limit.
+    pub fn refused(&self, service: &ServiceState, peer: SocketAddr) {
+        self.close(
+            service,
+            peer,
+            SystemTime::now(),
+            Instant::now(),
+            End::IpLimit,
+            Some("max_connections_per_ip reached"),
+        );
     }
 
     /// Counts the close and writes the access log line.
@@ -108,12 +131,25 @@ impl Record {
         started: Instant,
         guard: &ConnGuard,
     ) {
-        service.counters.closed.inc();
-        service.worker.worker.closed.inc();
         if let Some(index) = self.server {
             service.server_counters[index].closed.inc();
         }
         let (end, error) = self.end(guard);
+        self.close(service, peer, accepted_at, started, end, error.as_deref());
+    }
+
+    fn close(
+        &self,
+        service: &ServiceState,
+        peer: SocketAddr,
+        accepted_at: SystemTime,
+        started: Instant,
+        end: End,
+        error: Option<&str>,
+    ) {
+        service.counters.closed.inc();
+        service.counters.ended(end);
+        service.worker.worker.closed.inc();
         let config = service.config();
         let server = self.server.map(|i| config.servers[i].address);
         let (bytes_in, bytes_out) = self
@@ -124,13 +160,13 @@ impl Record {
             Some(server) => tracing::debug!(
                 service = %config.name, client = %peer, server = %server,
                 bytes_in, bytes_out, duration_ms = started.elapsed().as_millis() as u64,
-                end = end.as_str(), error = error.as_deref().unwrap_or(""),
+                end = end.as_str(), error = error.unwrap_or(""),
                 "connection closed"
             ),
             None => tracing::debug!(
                 service = %config.name, client = %peer,
                 duration_ms = started.elapsed().as_millis() as u64,
-                end = end.as_str(), error = error.as_deref().unwrap_or(""),
+                end = end.as_str(), error = error.unwrap_or(""),
                 "connection closed without a server"
             ),
         }
@@ -152,14 +188,18 @@ impl Record {
             bytes_out,
             duration: started.elapsed(),
             end,
-            error: error.as_deref(),
+            error,
         });
     }
 }
 
-fn error_end(side: Side) -> End {
-    match side {
-        Side::Client => End::ClientError,
-        Side::Server => End::ServerError,
+fn error_end(side: Side, failure: Failure) -> End {
+    match (side, failure) {
+        (Side::Client, Failure::Truncated) => End::ClientTruncated,
+        (Side::Server, Failure::Truncated) => End::ServerTruncated,
+        (Side::Client, Failure::Reset) => End::ClientReset,
+        (Side::Server, Failure::Reset) => End::ServerReset,
+        (Side::Client, Failure::Error) => End::ClientError,
+        (Side::Server, Failure::Error) => End::ServerError,
     }
 }

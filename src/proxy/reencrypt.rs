@@ -17,7 +17,6 @@ use super::record::Record;
 use super::registry::ConnGuard;
 use super::relay::relay;
 use super::{ServiceState, Upstream};
-use crate::net::deadline::Deadline;
 use crate::net::{connect::connect, TcpStream};
 
 use crate::tls::stream::TlsStream;
@@ -95,7 +94,8 @@ async fn connect_tls(
                 return Some(service.upstream(peer, index, server, guard, record));
             }
         }
-        match open_tls(service, index, name, alpn, client_sni).await {
+        let timeout = super::attempt_timeout(service, guard);
+        match open_tls(service, index, name, alpn, client_sni, timeout).await {
             Ok(server) => {
                 guard.set_server_fd(server.tcp().raw_fd());
                 return Some(service.upstream(peer, index, server, guard, record));
@@ -127,37 +127,34 @@ pub(crate) fn server_name(
 }
 
 /// Connects to server `index` and completes a TLS handshake offering `alpn`, each step bounded
-/// by `connect_timeout` (a server that accepts TCP but never answers TLS is given up like one
-/// that refuses). A full handshake is checked by the Extended Protection monitor against the
-/// certificate a client asking for `front_sni` gets.
+/// by `timeout` (`connect_timeout`, or less while a client's handshake deadline runs: a server that
+/// accepts TCP but never answers TLS is given up like one that refuses). A full handshake is
+/// checked by the Extended Protection monitor against the certificate a client asking for
+/// `front_sni` gets.
 pub(crate) async fn open_tls(
     service: &ServiceState,
     index: usize,
     name: ServerName<'static>,
     alpn: &[Vec<u8>],
     front_sni: Option<&str>,
+    timeout: std::time::Duration,
 ) -> Result<TlsStream, OpenError> {
     let config = service.config();
     let address = config.servers[index].address;
     let counters = &service.server_counters[index];
-    let tcp = connect(address, config.connect_timeout)
-        .await
-        .map_err(|e| {
-            counters.connect_errors.inc();
-            OpenError(format!("connect: {e}"))
-        })?;
+    let tcp = connect(address, timeout).await.map_err(|e| {
+        counters.connect_errors.inc();
+        OpenError(format!("connect: {e}"))
+    })?;
     let conn =
         ClientConnection::new_with_alpn(service.backend_tls[index].clone(), name, alpn.to_vec())
             .map_err(|e| OpenError(format!("cannot start the TLS session: {e}")))?;
     let server = TlsStream::new(tcp, Connection::Client(conn), None);
-    let deadline = Deadline::arm(server.tcp().raw_fd(), config.connect_timeout);
+    let deadline = service.registry.deadline(server.tcp().raw_fd(), timeout);
     if let Err(e) = server.handshake().await {
         counters.tls_errors.inc();
         return Err(OpenError(if deadline.fired() {
-            format!(
-                "TLS handshake: no TLS answer within {:?}",
-                config.connect_timeout
-            )
+            format!("TLS handshake: no TLS answer within {timeout:?}")
         } else {
             format!("TLS handshake: {e}")
         }));

@@ -1,44 +1,52 @@
 //! The bidirectional copy between a client and a server, written once for plain and TLS ends.
 //!
 //! One pump per direction, both polled by the connection's own task (`join!`, no extra task and no
-//! lock). Each pump owns one buffer for the connection's lifetime: it starts small so idle
-//! connections stay cheap and doubles when a read fills it, up to [`MAX_BUF`], so no read allocates.
-//! A clean EOF on one side becomes a half-close (`FIN`) towards the other while the opposite
-//! direction keeps flowing; an error on either side aborts both, which also wakes the other pump.
+//! lock). Each pump waits for data with a small buffer of its own; when a read fills it, it
+//! borrows a large buffer from its core's pool and reads what is queued without waiting, until a
+//! read would block — then the large buffer goes back before the next wait (`net::buffers`). So an
+//! idle connection holds only its small buffers, and no read allocates.
+//!
+//! Closes are passed on as they happened ("honest closes"): a clean end of data (TCP `FIN`, TLS
+//! `close_notify`) becomes a half-close towards the other side while the opposite direction keeps
+//! flowing; an unclean one (a TLS peer that vanished without `close_notify`, a reset, any error)
+//! aborts both sides — a RST, never a `FIN` or `close_notify` the other peer could take for a
+//! complete answer — and the first such failure is what the connection's record reports.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::Shutdown;
 
 use super::registry::ConnGuard;
+use crate::net::buffers::ReadBuf;
 use crate::net::TcpStream;
-
-/// First buffer size of each direction: an idle connection costs 2 × this. 2 KiB holds a typical
-/// request or a small response whole; measured with 2,000 idle passthrough connections, 4 KiB
-/// cost 11.3 KiB of RSS per connection and 2 KiB 7.2 KiB.
-pub const INITIAL_BUF: usize = 2 * 1024;
-/// Largest buffer of each direction: 64 KiB is the loopback MTU and a full TLS record with room
-/// to spare; larger buffers did not move more bytes per syscall.
-pub const MAX_BUF: usize = 64 * 1024;
 
 /// One end of a relay: a plain TCP socket or a TLS session over one.
 ///
 /// Futures are `!Send` by design: a connection lives on the core that accepted it.
 #[allow(async_fn_in_trait)]
 pub trait Endpoint {
-    /// Reads plaintext into `buf` (from index 0, up to its capacity); `Ok(0)` is a clean EOF.
+    /// Reads data into `buf` (from index 0, up to its capacity), waiting for some. `Ok(0)` is a
+    /// clean end of data (`FIN`; `close_notify` for TLS); a TLS end without `close_notify` is
+    /// `Err(UnexpectedEof)`.
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
+    /// Like [`Endpoint::read`] without waiting: `Ok(None)` when nothing is available now.
+    fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>>;
     /// Writes all of `buf[..len]`.
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
     /// Signals end of data to the peer (`FIN`, after `close_notify` for TLS); reads keep working.
     async fn close_write(&self) -> io::Result<()>;
-    /// Shuts both directions down at once, completing any pending read of either pump.
+    /// Closes abortively (no `close_notify`; a RST), completing any pending read or write of
+    /// either pump.
     fn abort(&self);
 }
 
 impl Endpoint for TcpStream {
     async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         TcpStream::read(self, buf).await
+    }
+
+    fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        TcpStream::try_read(self, buf)
     }
 
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
@@ -50,7 +58,7 @@ impl Endpoint for TcpStream {
     }
 
     fn abort(&self) {
-        let _ = self.shutdown(Shutdown::Both);
+        TcpStream::abort(self);
     }
 }
 
@@ -72,6 +80,30 @@ impl std::fmt::Display for Side {
     }
 }
 
+/// How one side's data ended badly, from the error its read or write reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A TLS peer closed the connection without `close_notify`: what it sent may be cut short.
+    Truncated,
+    /// The peer reset the connection (or was gone when written to).
+    Reset,
+    /// Anything else: a TLS protocol error, an unexpected socket error.
+    Error,
+}
+
+impl Failure {
+    /// Classifies an error met reading from or writing to one side.
+    pub fn of(e: &io::Error) -> Failure {
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => Failure::Truncated,
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionAborted => Failure::Reset,
+            _ => Failure::Error,
+        }
+    }
+}
+
 /// How a relay ended.
 #[derive(Debug, Default)]
 pub struct RelayOutcome {
@@ -79,10 +111,30 @@ pub struct RelayOutcome {
     pub client_to_server: u64,
     /// Bytes read from the server and written to the client.
     pub server_to_client: u64,
-    /// The first error, with the side whose socket reported it; `None` for a clean close.
+    /// The first failure, with the side whose socket reported it; `None` for a clean close.
     pub error: Option<(Side, io::Error)>,
     /// The side that ended its data first (its EOF reached the relay first).
     pub first_close: Option<Side>,
+}
+
+/// What the two pumps of one relay share: how it is ending.
+#[derive(Default)]
+struct Ending {
+    first_close: Cell<Option<Side>>,
+    failure: RefCell<Option<(Side, io::Error)>>,
+}
+
+impl Ending {
+    /// Records the first failure and aborts both ends; later errors (the other pump's, caused by
+    /// that abort) are not failures of their own.
+    fn fail(&self, side: Side, e: io::Error, a: &impl Endpoint, b: &impl Endpoint) {
+        let first = self.failure.borrow().is_none();
+        if first {
+            *self.failure.borrow_mut() = Some((side, e));
+            a.abort();
+            b.abort();
+        }
+    }
 }
 
 /// Copies both directions until both are closed, then returns what happened.
@@ -91,7 +143,17 @@ pub async fn relay<C: Endpoint, S: Endpoint>(
     server: &S,
     guard: &ConnGuard,
 ) -> RelayOutcome {
-    let first_close = Cell::new(None);
+    relay_with(client, server, guard, Vec::new()).await
+}
+
+/// Like [`relay`], with `first` (bytes already read from the client) sent to the server first.
+pub async fn relay_with<C: Endpoint, S: Endpoint>(
+    client: &C,
+    server: &S,
+    guard: &ConnGuard,
+    first: Vec<u8>,
+) -> RelayOutcome {
+    let ending = Ending::default();
     let (up, down) = tokio::join!(
         pump(
             client,
@@ -99,7 +161,8 @@ pub async fn relay<C: Endpoint, S: Endpoint>(
             server,
             Side::Server,
             guard,
-            &first_close
+            &ending,
+            first
         ),
         pump(
             server,
@@ -107,38 +170,29 @@ pub async fn relay<C: Endpoint, S: Endpoint>(
             client,
             Side::Client,
             guard,
-            &first_close
+            &ending,
+            Vec::new()
         ),
     );
-    let mut outcome = RelayOutcome {
-        first_close: first_close.get(),
-        ..RelayOutcome::default()
-    };
-    let mut record = |res: Result<u64, (u64, Side, io::Error)>| match res {
-        Ok(n) => n,
-        Err((n, side, e)) => {
-            if outcome.error.is_none() {
-                outcome.error = Some((side, e));
-            }
-            n
-        }
-    };
-    let c2s = record(up);
-    let s2c = record(down);
-    outcome.client_to_server = c2s;
-    outcome.server_to_client = s2c;
-    outcome
+    RelayOutcome {
+        client_to_server: up,
+        server_to_client: down,
+        error: ending.failure.into_inner(),
+        first_close: ending.first_close.get(),
+    }
 }
 
-/// Copies `from` → `to` until EOF or an error; returns the bytes copied.
+/// Copies `from` → `to` until a clean EOF or a failure; returns the bytes copied. `first` is
+/// written before anything is read.
 async fn pump<R: Endpoint, W: Endpoint>(
     from: &R,
     from_side: Side,
     to: &W,
     to_side: Side,
     guard: &ConnGuard,
-    first_close: &Cell<Option<Side>>,
-) -> Result<u64, (u64, Side, io::Error)> {
+    ending: &Ending,
+    first: Vec<u8>,
+) -> u64 {
     let registry = guard.registry();
     let activity = guard.activity();
     // Bytes are counted as they go (a scrape sees long transfers move), on this core's line.
@@ -147,49 +201,64 @@ async fn pump<R: Endpoint, W: Endpoint>(
         Side::Client => &c.bytes_in,
         Side::Server => &c.bytes_out,
     });
-    let mut buf = Vec::with_capacity(INITIAL_BUF);
+    let mut bufs = ReadBuf::new();
     let mut copied: u64 = 0;
+    // True while data flows: the next read takes what is queued, without waiting.
+    let mut eager = false;
+    let mut pending = (!first.is_empty()).then_some(first);
     loop {
-        let (res, b) = from.read(buf).await;
-        buf = b;
+        let (res, buf) = if let Some(first) = pending.take() {
+            let n = first.len();
+            (Ok(n), first)
+        } else if eager {
+            let mut buf = bufs.for_burst();
+            match from.try_read(&mut buf) {
+                Ok(None) => {
+                    // Nothing queued: give the large buffer back and wait with the small one.
+                    bufs.put(buf);
+                    eager = false;
+                    continue;
+                }
+                Ok(Some(n)) => (Ok(n), buf),
+                Err(e) => (Err(e), buf),
+            }
+        } else {
+            from.read(bufs.for_wait()).await
+        };
         let n = match res {
             Ok(0) => {
-                if first_close.get().is_none() {
-                    first_close.set(Some(from_side));
+                bufs.put(buf);
+                if ending.first_close.get().is_none() {
+                    ending.first_close.set(Some(from_side));
                 }
                 // Half-close: tell the other side, keep the opposite direction going.
-                return match to.close_write().await {
-                    Ok(()) => Ok(copied),
-                    Err(e) if is_benign_close_error(&e) => Ok(copied),
-                    Err(e) => Err((copied, to_side, e)),
-                };
+                if let Err(e) = to.close_write().await {
+                    if !is_benign_close_error(&e) {
+                        ending.fail(to_side, e, from, to);
+                    }
+                }
+                return copied;
             }
             Ok(n) => n,
             Err(e) => {
-                from.abort();
-                to.abort();
-                return Err((copied, from_side, e));
+                bufs.put(buf);
+                ending.fail(from_side, e, from, to);
+                return copied;
             }
         };
         registry.touch(activity);
-        let filled = n == buf.capacity();
-        let (res, b) = to.write_all(buf).await;
-        buf = b;
+        eager = n == buf.capacity() || buf.capacity() >= crate::net::buffers::LARGE;
+        let (res, buf) = to.write_all(buf).await;
+        bufs.put(buf);
         if let Err(e) = res {
-            from.abort();
-            to.abort();
-            return Err((copied, to_side, e));
+            ending.fail(to_side, e, from, to);
+            return copied;
         }
         copied += n as u64;
         if let Some(counter) = counter {
             counter.add(n as u64);
         }
         registry.touch(activity);
-        if filled && buf.capacity() < MAX_BUF {
-            let grown = (buf.capacity() * 2).min(MAX_BUF);
-            buf.clear();
-            buf.reserve_exact(grown);
-        }
     }
 }
 

@@ -61,7 +61,17 @@ pub async fn refill(service: Rc<ServiceState>) {
                         ServerName::DnsName(d) => Some(d.as_ref().to_ascii_lowercase()),
                         _ => None,
                     };
-                    match open_tls(&service, index, name.clone(), &alpn, front.as_deref()).await {
+                    let timeout = service.config().connect_timeout;
+                    match open_tls(
+                        &service,
+                        index,
+                        name.clone(),
+                        &alpn,
+                        front.as_deref(),
+                        timeout,
+                    )
+                    .await
+                    {
                         Ok(stream) => pool.put(index, (name, alpn), stream),
                         Err(why) => {
                             tracing::debug!(service = %service.config().name, server = %service.config().servers[index].address, error = %why, "warm pool: cannot open a connection; retrying later");

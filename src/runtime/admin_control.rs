@@ -10,16 +10,21 @@ use std::time::{Instant, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 
 use super::control::{Controller, Generation, ReloadStats};
+use crate::access_log::End;
 use crate::admin::control::{Control, ControlError, ServerAction};
 use crate::admin::snapshot::{
-    AdminState, CheckSnapshot, ServerSnapshot, ServiceSnapshot, Snapshot, WorkerSnapshot,
+    AdminState, CheckSnapshot, EndCount, LimitSnapshot, PerIpSnapshot, ServerSnapshot,
+    ServiceSnapshot, Snapshot, WorkerSnapshot,
 };
 use crate::balance::select::now_secs;
 use crate::counters::Counters;
+use crate::limits::Gate;
 use crate::proxy::SharedService;
 
 /// [`Control`] for the running process.
 pub struct AdminControl {
+    /// The process-wide connection limit.
+    pub global: Gate,
     /// The controller, for configuration changes (one at a time).
     pub controller: Arc<Mutex<Controller>>,
     /// What runs now.
@@ -83,9 +88,31 @@ impl AdminControl {
                 .persistence
                 .as_ref()
                 .map(|m| m.len(now_secs()) as u64),
+            limit: limit_snapshot(&shared.gate),
+            per_ip: shared.per_ip.as_ref().map(|table| PerIpSnapshot {
+                limit: config.limits.max_connections_per_ip.unwrap_or(0),
+                refused: table.refused(),
+                untracked: table.untracked(),
+            }),
+            ends: End::ALL
+                .iter()
+                .map(|&end| EndCount {
+                    end: end.as_str(),
+                    count: totals.ends[end as usize],
+                })
+                .collect(),
             extended_protection: config.extended_protection,
             servers,
         }
+    }
+}
+
+/// What a gate shows.
+fn limit_snapshot(gate: &Gate) -> LimitSnapshot {
+    LimitSnapshot {
+        current: u64::from(gate.count().current()),
+        limit: gate.limit().map(u64::from),
+        reached: gate.count().reached(),
     }
 }
 
@@ -115,6 +142,7 @@ impl Control for AdminControl {
             config_path: generation.config.path.display().to_string(),
             reloads: self.reloads.applied.load(Ordering::Relaxed),
             reload_failures: self.reloads.failed.load(Ordering::Relaxed),
+            limit: limit_snapshot(&self.global),
             workers,
             services: generation
                 .services

@@ -52,6 +52,8 @@ pub struct Controller {
     generation: Arc<ArcSwap<Generation>>,
     stats: Arc<ReloadStats>,
     stopped: bool,
+    /// The process-wide connection limit, which sizes per-address tables.
+    process_limit: u32,
 }
 
 impl Controller {
@@ -61,6 +63,7 @@ impl Controller {
         services: Vec<Arc<SharedService>>,
         ticketer: Arc<dyn ProducesTickets>,
         workers: Vec<UnboundedSender<Command>>,
+        process_limit: u32,
     ) -> Self {
         let config = Arc::new(config);
         let checkers = Some(health::start(&services));
@@ -77,6 +80,7 @@ impl Controller {
             generation,
             stats: Arc::default(),
             stopped: false,
+            process_limit,
         }
     }
 
@@ -141,6 +145,10 @@ impl Controller {
         if g.access_log != old.access_log {
             kept.push("access_log");
             g.access_log = old.access_log.clone();
+        }
+        if g.max_connections != old.max_connections {
+            kept.push("max_connections");
+            g.max_connections = old.max_connections;
         }
         if !kept.is_empty() {
             tracing::warn!(keys = %kept.join(", "), "these [global] settings change only on restart; keeping the running values");
@@ -225,10 +233,13 @@ impl Controller {
                 Arc::new(service.clone()),
                 &self.ticketer,
                 previous.map(|p| &**p),
+                self.process_limit,
             ) {
                 Ok(shared) => {
                     let shared = Arc::new(shared);
-                    if let Err(e) = ServiceState::new(shared.clone(), 0, probe_stats.clone(), None)
+                    let registry = std::rc::Rc::new(crate::proxy::registry::Registry::new());
+                    if let Err(e) =
+                        ServiceState::new(shared.clone(), 0, probe_stats.clone(), None, registry)
                     {
                         problems.push(format!("service {}: TLS setup failed: {e}", service.name));
                     }

@@ -14,12 +14,14 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::accept::accept_loop;
 use crate::access_log::{LocalLog, Sink};
 use crate::config::LogFormat;
 use crate::counters::WorkerStats;
+use crate::limits::Gate;
 use crate::net::affinity;
 use crate::net::listener::{Listener, ListenerStopper};
 use crate::net::ring::{self, RingFlags};
@@ -59,6 +61,8 @@ pub struct Setup {
     pub stats: Arc<WorkerStats>,
     /// The access log, when on, and its format.
     pub log: Option<(Sink, LogFormat)>,
+    /// The process-wide connection limit, shared by every worker.
+    pub global: Gate,
     /// The controller's commands.
     pub commands: UnboundedReceiver<Command>,
     /// Start-up report: the ring flags, or why the ring could not be made.
@@ -69,6 +73,8 @@ pub struct Setup {
 struct Slot {
     state: Rc<RefCell<Rc<ServiceState>>>,
     stopper: ListenerStopper,
+    /// Stops the accept loop while it waits at a connection limit (not in an accept).
+    stop: Rc<Notify>,
     task: JoinHandle<()>,
 }
 
@@ -79,6 +85,7 @@ pub fn thread_main(setup: Setup) {
         cpu,
         stats,
         log,
+        global,
         commands,
         ready,
     } = setup;
@@ -94,7 +101,7 @@ pub fn thread_main(setup: Setup) {
     };
     let _ = ready.send(Ok(flags));
     drop(ready);
-    rt.block_on(async move { Worker::new(worker, stats, log).run(commands).await });
+    rt.block_on(async move { Worker::new(worker, stats, log, global).run(commands).await });
 }
 
 /// A worker's state on its own thread.
@@ -102,6 +109,7 @@ struct Worker {
     index: usize,
     stats: Arc<WorkerStats>,
     log: Option<Rc<LocalLog>>,
+    global: Gate,
     registry: Rc<Registry>,
     sweeper: Option<(Duration, JoinHandle<()>)>,
     slots: HashMap<SocketAddr, Slot>,
@@ -109,7 +117,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(index: usize, stats: Arc<WorkerStats>, log: Option<(Sink, LogFormat)>) -> Self {
+    fn new(
+        index: usize,
+        stats: Arc<WorkerStats>,
+        log: Option<(Sink, LogFormat)>,
+        global: Gate,
+    ) -> Self {
         let log = log.map(|(sink, format)| {
             let local = Rc::new(sink.local(format));
             ring::spawn(local.clone().run_flusher());
@@ -119,6 +132,7 @@ impl Worker {
             index,
             stats,
             log,
+            global,
             registry: Rc::new(Registry::new()),
             sweeper: None,
             slots: HashMap::new(),
@@ -165,11 +179,24 @@ impl Worker {
                 self.index,
                 self.stats.clone(),
                 self.log.clone(),
+                self.registry.clone(),
             )
             .map_err(|e| format!("service {}: TLS setup failed: {e}", shared.config.name))?;
             states.push(Rc::new(state));
         }
-        let shortest_idle = services.iter().map(|(s, _)| s.config.idle_timeout).min();
+        // The sweeper ticks for the shortest timeout any connection may have.
+        let shortest = services
+            .iter()
+            .flat_map(|(s, _)| {
+                let c = &s.config;
+                [
+                    Some(c.idle_timeout),
+                    Some(c.connect_timeout),
+                    c.limits.handshake_timeout,
+                ]
+            })
+            .flatten()
+            .min();
         let mut keep = HashSet::with_capacity(services.len());
         for ((shared, socket), state) in services.into_iter().zip(states) {
             let addr = shared.config.listen;
@@ -182,15 +209,18 @@ impl Worker {
                     let listener = Listener::from_std(socket);
                     let cell = Rc::new(RefCell::new(state));
                     let stopper = listener.stopper();
+                    let stop = Rc::new(Notify::new());
                     let task = ring::spawn(accept_loop(
                         self.index,
                         listener,
                         cell.clone(),
-                        self.registry.clone(),
+                        self.global.clone(),
+                        stop.clone(),
                     ));
                     let slot = Slot {
                         state: cell,
                         stopper,
+                        stop,
                         task,
                     };
                     if let Some(old) = self.slots.insert(addr, slot) {
@@ -200,7 +230,7 @@ impl Worker {
                 None => {
                     if let Some(slot) = self.slots.get(&addr) {
                         let old = slot.state.replace(state);
-                        old.retired.set(true);
+                        old.retire();
                     }
                 }
             }
@@ -218,8 +248,8 @@ impl Worker {
             }
         }
         self.stopping.retain(|t| !t.is_finished());
-        if let Some(idle) = shortest_idle {
-            self.sweep_for(idle);
+        if let Some(shortest) = shortest {
+            self.sweep_for(Registry::tick_for(shortest));
         }
         Ok(())
     }
@@ -227,20 +257,21 @@ impl Worker {
     /// Stops a slot's listener; its connections keep their state until they end.
     fn retire(&mut self, slot: Slot) {
         slot.stopper.stop();
-        slot.state.borrow().retired.set(true);
+        slot.stop.notify_one();
+        slot.state.borrow().retire();
         self.stopping.push(slot.task);
     }
 
-    /// (Re)starts the idle sweeper when a shorter idle timeout needs a faster tick.
-    fn sweep_for(&mut self, idle: Duration) {
-        if self.sweeper.as_ref().is_some_and(|(d, _)| *d <= idle) {
+    /// (Re)starts the sweeper when a shorter timeout needs a faster `tick`.
+    fn sweep_for(&mut self, tick: Duration) {
+        if self.sweeper.as_ref().is_some_and(|(d, _)| *d <= tick) {
             return;
         }
         if let Some((_, old)) = self.sweeper.take() {
             old.abort();
         }
-        let task = ring::spawn(self.registry.clone().run_sweeper(idle));
-        self.sweeper = Some((idle, task));
+        let task = ring::spawn(self.registry.clone().run_sweeper(tick));
+        self.sweeper = Some((tick, task));
     }
 
     /// Stops every listener, lets open connections finish for up to `drain_timeout`, then

@@ -15,6 +15,13 @@
 //!    appending;
 //! 7. close: `send_close_notify`, flush, `shutdown(Write)`; ENOTCONN/EPIPE/ECONNRESET are normal.
 //!
+//! Ending honestly: a peer's `close_notify` is a clean end of data (`Ok(0)`); a socket EOF without
+//! it is `Err(UnexpectedEof)` — a truncation the relay passes on as an abort, never as a clean close.
+//!
+//! Ciphertext is received as the relay receives plaintext (`net::buffers`): a small buffer to wait
+//! with, a large pooled one while a socket read keeps filling its buffer, given back as soon as a
+//! non-blocking read finds nothing; so an idle session holds no large buffer.
+//!
 //! The stream under the session is any [`Transport`]: a [`TcpStream`] in production (the default
 //! type parameter), an in-memory pipe in unit tests and benchmarks. Only
 //! [`TlsStream::absorb_pending`] needs a real socket.
@@ -26,14 +33,15 @@ use std::net::Shutdown;
 use rustls::Connection;
 use tokio::sync::Notify;
 
+use crate::net::buffers::ReadBuf;
 use crate::net::{TcpStream, Transport};
 use crate::proxy::relay::{is_benign_close_error, Endpoint};
 
-/// First size of the ciphertext receive buffer; an idle connection holds this much (a small
-/// request or response record fits; a full record makes it grow).
-pub const RX_INITIAL: usize = 2 * 1024;
-/// Largest ciphertext receive buffer: four full TLS records per socket read.
-pub const RX_MAX: usize = 4 * (16 * 1024 + 256);
+/// Size of the ciphertext buffer a session waits with; an idle session holds this much (a small
+/// request or response record fits; a read that fills it continues in a large pooled buffer).
+pub const RX_INITIAL: usize = crate::net::buffers::SMALL;
+/// Size of the pooled ciphertext buffer of a busy session: about four full TLS records.
+pub const RX_MAX: usize = crate::net::buffers::LARGE;
 /// First size of a ciphertext send buffer. Send buffers are not kept by idle connections: each
 /// flush borrows one from its core's pool and gives it back.
 pub const TX_INITIAL: usize = 4 * 1024;
@@ -75,9 +83,40 @@ enum Fed {
 
 /// Received ciphertext not yet handed to rustls.
 struct RxBuf {
+    /// The buffer holding it (`None` while a socket read is in flight).
     buf: Option<Vec<u8>>,
+    /// The first byte rustls has not consumed.
     start: usize,
+    /// The socket reached EOF.
     eof: bool,
+    /// The last socket read filled its buffer or found data without waiting: look for more
+    /// without waiting before the next wait.
+    eager: bool,
+    /// The small buffer to wait with and the large one borrowed while data flows.
+    bufs: ReadBuf,
+}
+
+impl RxBuf {
+    /// True when everything received was handed to rustls.
+    fn drained(&self) -> bool {
+        self.start >= self.buf.as_ref().map_or(0, Vec::len)
+    }
+
+    /// Gives back the current (drained) buffer.
+    fn release(&mut self) {
+        if let Some(buf) = self.buf.take() {
+            self.bufs.put(buf);
+        }
+        self.start = 0;
+    }
+
+    /// Stores the result of a socket read into `buf`: `Some(0)` is EOF.
+    fn filled(&mut self, buf: Vec<u8>, n: usize) {
+        self.eager = n > 0 && (n == buf.capacity() || buf.capacity() >= RX_MAX);
+        self.eof |= n == 0;
+        self.start = 0;
+        self.buf = Some(buf);
+    }
 }
 
 /// One TLS session over one transport (a TCP socket unless said otherwise), usable by both pumps
@@ -97,7 +136,8 @@ impl<T: Transport> TlsStream<T> {
     /// Wraps a socket and a fresh rustls connection; `leftover` is ciphertext already read from the
     /// socket that rustls has not consumed (after a ClientHello peek).
     pub fn new(io: T, conn: Connection, leftover: Option<(Vec<u8>, usize)>) -> Self {
-        let (buf, start) = leftover.unwrap_or_else(|| (Vec::with_capacity(RX_INITIAL), 0));
+        let mut bufs = ReadBuf::new();
+        let (buf, start) = leftover.unwrap_or_else(|| (bufs.for_wait(), 0));
         Self {
             io,
             conn: RefCell::new(conn),
@@ -105,6 +145,8 @@ impl<T: Transport> TlsStream<T> {
                 buf: Some(buf),
                 start,
                 eof: false,
+                eager: false,
+                bufs,
             }),
             flushing: Cell::new(false),
             waiting: Cell::new(0),
@@ -145,31 +187,30 @@ impl<T: Transport> TlsStream<T> {
     async fn fill_and_process(&self) -> io::Result<bool> {
         let need_read = {
             let rx = self.rx.borrow();
-            let len = rx.buf.as_ref().map_or(0, Vec::len);
-            rx.start >= len && !rx.eof
+            rx.drained() && !rx.eof
         };
-        if need_read {
-            let buf = self.rx.borrow_mut().buf.take().unwrap_or_default();
-            let (res, mut buf) = self.io.read(buf).await;
-            let n = match res {
-                Ok(n) => n,
+        if need_read && !(self.rx.borrow().eager && self.try_fill()?) {
+            let buf = {
+                let mut rx = self.rx.borrow_mut();
+                rx.release();
+                rx.bufs.for_wait()
+            };
+            let (res, buf) = self.io.read(buf).await;
+            let mut rx = self.rx.borrow_mut();
+            match res {
+                Ok(n) => rx.filled(buf, n),
                 Err(e) => {
-                    self.rx.borrow_mut().buf = Some(buf);
+                    rx.bufs.put(buf);
                     return Err(e);
                 }
-            };
-            let filled = n > 0 && n == buf.capacity();
-            let mut rx = self.rx.borrow_mut();
-            rx.start = 0;
-            if n == 0 {
-                rx.eof = true;
-                buf.clear();
-            } else if filled && buf.capacity() < RX_MAX {
-                // Grow next time; this read's bytes stay where they are.
-                buf.reserve_exact(RX_MAX.min(buf.capacity() * 2) - buf.len());
             }
-            rx.buf = Some(buf);
         }
+        self.processed().await
+    }
+
+    /// Feeds what is buffered and turns a TLS error into an `InvalidData` error after sending the
+    /// alert rustls queued.
+    async fn processed(&self) -> io::Result<bool> {
         match self.feed() {
             Ok(more) => Ok(more),
             Err(Fed::Io(e)) => Err(e),
@@ -177,6 +218,30 @@ impl<T: Transport> TlsStream<T> {
                 // Best effort: send the alert rustls queued, then fail.
                 let _ = self.flush().await;
                 Err(io::Error::new(io::ErrorKind::InvalidData, e))
+            }
+        }
+    }
+
+    /// Reads what the socket has queued into a large buffer, without waiting. False (and the
+    /// large buffer given back) when nothing was queued.
+    fn try_fill(&self) -> io::Result<bool> {
+        let mut rx = self.rx.borrow_mut();
+        rx.release();
+        let mut buf = rx.bufs.for_burst();
+        match self.io.try_read(&mut buf) {
+            Ok(Some(n)) => {
+                rx.filled(buf, n);
+                Ok(true)
+            }
+            Ok(None) => {
+                rx.bufs.put(buf);
+                rx.eager = false;
+                Ok(false)
+            }
+            Err(e) => {
+                rx.bufs.put(buf);
+                rx.eager = false;
+                Err(e)
             }
         }
     }
@@ -294,8 +359,14 @@ impl<T: Transport> TlsStream<T> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok((!buf.is_empty()).then_some(buf.len()));
                 }
-                // The peer closed the socket without close_notify: a relay treats it as its EOF.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(Some(buf.len())),
+                // The peer closed the socket without close_notify: a truncation, reported once
+                // the plaintext before it was handed out.
+                Err(e) if buf.is_empty() && e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the peer closed the connection without close_notify (truncated)",
+                    ))
+                }
                 Err(e) if buf.is_empty() => return Err(e),
                 Err(_) => return Ok(Some(buf.len())),
             };
@@ -392,6 +463,34 @@ impl<T: Transport> Endpoint for TlsStream<T> {
         }
     }
 
+    fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        loop {
+            if let Some(n) = self.take_plaintext(buf)? {
+                return Ok(Some(n));
+            }
+            // Records to send first (tickets, a KeyUpdate answer, an alert): the waiting read
+            // flushes them.
+            if self.conn.borrow().wants_write() {
+                return Ok(None);
+            }
+            let (drained, eof) = {
+                let rx = self.rx.borrow();
+                (rx.drained(), rx.eof)
+            };
+            if drained && !eof && !self.try_fill()? {
+                return Ok(None);
+            }
+            match self.feed() {
+                Ok(true) => {}
+                // EOF fed: what rustls made of it (clean close or truncation) is the answer.
+                Ok(false) => return self.take_plaintext(buf).map(|n| Some(n.unwrap_or(0))),
+                Err(Fed::Io(e)) => return Err(e),
+                // A protocol error mid-stream: the relay aborts the connection.
+                Err(Fed::Tls(e)) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+            }
+        }
+    }
+
     async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         let mut written = 0;
         while written < buf.len() {
@@ -418,7 +517,7 @@ impl<T: Transport> Endpoint for TlsStream<T> {
     }
 
     fn abort(&self) {
-        let _ = self.io.shutdown(Shutdown::Both);
+        self.io.abort();
     }
 }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 use ringmaster::admin::control::{Control, ControlError, ServerAction};
 use ringmaster::admin::server::{self, AdminServer};
 use ringmaster::admin::snapshot::{
-    AdminState, CheckSnapshot, ServerSnapshot, ServiceSnapshot, Snapshot, WorkerSnapshot,
+    AdminState, CheckSnapshot, EndCount, LimitSnapshot, PerIpSnapshot, ServerSnapshot,
+    ServiceSnapshot, Snapshot, WorkerSnapshot,
 };
 
 /// Every read and write of the test client.
@@ -99,6 +100,11 @@ pub fn fake_snapshot() -> Snapshot {
         config_path: "/etc/ringmaster/ringmaster.toml".into(),
         reloads: 4,
         reload_failures: 1,
+        limit: LimitSnapshot {
+            current: 10,
+            limit: Some(9950),
+            reached: 0,
+        },
         workers: (0..2)
             .map(|i| WorkerSnapshot {
                 index: i,
@@ -119,6 +125,20 @@ pub fn fake_snapshot() -> Snapshot {
                 client_tls_errors: 12,
                 no_server: 0,
                 persistence_entries: Some(17),
+                limit: LimitSnapshot {
+                    current: 3,
+                    limit: Some(5000),
+                    reached: 2,
+                },
+                per_ip: Some(PerIpSnapshot {
+                    limit: 50,
+                    refused: 4,
+                    untracked: 0,
+                }),
+                ends: vec![EndCount {
+                    end: "handshake_timeout",
+                    count: 9,
+                }],
                 extended_protection: true,
                 servers: servers("exchange"),
             },
@@ -132,6 +152,13 @@ pub fn fake_snapshot() -> Snapshot {
                 client_tls_errors: 0,
                 no_server: 1,
                 persistence_entries: None,
+                limit: LimitSnapshot {
+                    current: 7,
+                    limit: None,
+                    reached: 0,
+                },
+                per_ip: None,
+                ends: vec![],
                 extended_protection: false,
                 servers: servers("intranet"),
             },

@@ -29,6 +29,9 @@ pub struct Opts {
     pub connect_timeout: &'static str,
     /// The service's `idle_timeout`.
     pub idle_timeout: &'static str,
+    /// The service's `server_speaks_first`: connect at once (for backends that greet first)
+    /// instead of waiting for the client's first byte.
+    pub server_speaks_first: bool,
 }
 
 impl Default for Opts {
@@ -38,6 +41,7 @@ impl Default for Opts {
             drain_timeout: "5s",
             connect_timeout: "1s",
             idle_timeout: "60s",
+            server_speaks_first: false,
         }
     }
 }
@@ -58,8 +62,13 @@ pub fn passthrough_config(
          listen = \"{listen}\"\n\
          mode = \"passthrough\"\n\
          connect_timeout = \"{}\"\n\
-         idle_timeout = \"{}\"\n",
-        opts.workers, opts.drain_timeout, opts.connect_timeout, opts.idle_timeout
+         idle_timeout = \"{}\"\n\
+         server_speaks_first = {}\n",
+        opts.workers,
+        opts.drain_timeout,
+        opts.connect_timeout,
+        opts.idle_timeout,
+        opts.server_speaks_first
     );
     for (address, weight) in servers {
         toml.push_str(&format!(
