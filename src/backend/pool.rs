@@ -3,10 +3,14 @@
 //!
 //! Owned by one worker (`!Send`, no lock). A pooled connection is handed to exactly one client
 //! and never returns to the pool: NTLM authenticates a connection, so two clients must never
-//! share one. Connections are kept apart by the key they were opened with (server name and ALPN
-//! offer, so a client gets one that negotiated what it would have), are checked before they are
-//! handed out (the server may have closed an idle one), and are dropped after
-//! [`MAX_IDLE`]. Refilling happens off the connection path, in a task that waits on [`WarmPool::wanted`].
+//! share one. Connections are kept apart by the key they were opened with — what the server saw:
+//! server name and ALPN offer, so a client gets one that negotiated what it would have — and each
+//! server keeps warm connections for up to [`MAX_KEYS`] keys at once, the most recently used, so
+//! clients that alternate (a browser offering h2, Outlook offering nothing) do not make the pool
+//! drop and reopen its connections each time. A key no client used for [`KEY_TTL`] is forgotten.
+//! Connections are checked before they are handed out (the server may have closed an idle one)
+//! and dropped after [`MAX_IDLE`]. Refilling happens off the connection path, in a task that waits
+//! on [`WarmPool::wanted`].
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -18,6 +22,11 @@ use tokio::sync::Notify;
 /// own schedule (IIS after 120 s); 30 s keeps well inside that, so few pooled connections die
 /// unseen, and a pool refills in one round of handshakes.
 pub const MAX_IDLE: Duration = Duration::from_secs(30);
+/// Keys a server keeps warm connections for at once: enough for the few client kinds of a
+/// service (browsers, Outlook, ActiveSync devices), few enough that the pool stays `warm` × 4.
+pub const MAX_KEYS: usize = 4;
+/// A key no client asked for this long is forgotten with its connections.
+pub const KEY_TTL: Duration = Duration::from_secs(600);
 
 /// A connection that can say, without blocking, whether it can still carry a new client.
 pub trait Reusable {
@@ -54,10 +63,17 @@ struct Idle<S, K> {
     since: Instant,
 }
 
-/// Up to `target` idle connections per server, with the key the refill should open them with.
+/// A key clients of one server use, and when one last did.
+struct Wanted<K> {
+    key: K,
+    used: Instant,
+}
+
+/// Up to `target` idle connections per server and key, and the keys the refill opens them with.
 pub struct WarmPool<S, K> {
     idle: Vec<RefCell<VecDeque<Idle<S, K>>>>,
-    templates: RefCell<Vec<Option<K>>>,
+    /// Per server, the keys in use, most recently used first.
+    keys: RefCell<Vec<Vec<Wanted<K>>>>,
     target: usize,
     wake: Notify,
 }
@@ -66,11 +82,21 @@ impl<S: Reusable, K: Clone + PartialEq> WarmPool<S, K> {
     /// A pool for `servers` servers keeping up to `target` connections each; `template` is the
     /// key to open them with before any client has been seen (`None`: wait for the first client).
     pub fn new(servers: usize, target: u32, template: Option<K>) -> Self {
+        let now = Instant::now();
+        let first = |_| {
+            template
+                .iter()
+                .map(|key| Wanted {
+                    key: key.clone(),
+                    used: now,
+                })
+                .collect()
+        };
         Self {
             idle: (0..servers)
                 .map(|_| RefCell::new(VecDeque::new()))
                 .collect(),
-            templates: RefCell::new(vec![template; servers]),
+            keys: RefCell::new((0..servers).map(first).collect()),
             target: target as usize,
             wake: Notify::new(),
         }
@@ -99,25 +125,44 @@ impl<S: Reusable, K: Clone + PartialEq> WarmPool<S, K> {
         found
     }
 
-    /// Tells the pool which key clients of `server` use now; the refill opens the next ones so.
+    /// Tells the pool that a client of `server` uses `key` now: it becomes the most recent key
+    /// (a new one pushes out the least recently used beyond [`MAX_KEYS`]).
     pub fn learn(&self, server: usize, key: &K) {
-        let mut templates = self.templates.borrow_mut();
-        if let Some(t) = templates.get_mut(server) {
-            if t.as_ref() != Some(key) {
-                *t = Some(key.clone());
+        let mut keys = self.keys.borrow_mut();
+        let Some(keys) = keys.get_mut(server) else {
+            return;
+        };
+        let now = Instant::now();
+        match keys.iter().position(|w| w.key == *key) {
+            Some(0) => keys[0].used = now,
+            Some(pos) => {
+                let mut w = keys.remove(pos);
+                w.used = now;
+                keys.insert(0, w);
+            }
+            None => {
+                keys.insert(
+                    0,
+                    Wanted {
+                        key: key.clone(),
+                        used: now,
+                    },
+                );
+                keys.truncate(MAX_KEYS);
                 self.wake.notify_one();
             }
         }
     }
 
-    /// The key to open one more connection to `server` with, if its pool is short of `target`.
+    /// The key to open one more connection to `server` with: the most recent key with fewer than
+    /// `target` idle connections, if any.
     pub fn wanted(&self, server: usize) -> Option<K> {
-        let short = self.idle.get(server)?.borrow().len() < self.target;
-        if short {
-            self.templates.borrow().get(server).cloned().flatten()
-        } else {
-            None
-        }
+        let idle = self.idle.get(server)?.borrow();
+        let keys = self.keys.borrow();
+        keys.get(server)?
+            .iter()
+            .find(|w| idle.iter().filter(|i| i.key == w.key).count() < self.target)
+            .map(|w| w.key.clone())
     }
 
     /// Adds a freshly opened connection.
@@ -131,16 +176,24 @@ impl<S: Reusable, K: Clone + PartialEq> WarmPool<S, K> {
         }
     }
 
-    /// Drops connections idle for longer than [`MAX_IDLE`], and those opened with a key no
-    /// longer in use. Returns how many.
+    /// Forgets keys unused for [`KEY_TTL`] (all but the most recent one of a server), and drops
+    /// connections idle for longer than [`MAX_IDLE`] or opened with a key no longer kept.
+    /// Returns how many connections.
     pub fn expire(&self) -> usize {
-        let templates = self.templates.borrow();
+        let mut keys = self.keys.borrow_mut();
         let mut dropped = 0;
         for (server, queue) in self.idle.iter().enumerate() {
+            let Some(keys) = keys.get_mut(server) else {
+                continue;
+            };
+            let mut kept = 0;
+            keys.retain(|w| {
+                kept += 1;
+                kept == 1 || w.used.elapsed() < KEY_TTL
+            });
             let mut queue = queue.borrow_mut();
             let before = queue.len();
-            let template = templates.get(server).cloned().flatten();
-            queue.retain(|i| i.since.elapsed() < MAX_IDLE && template.as_ref() == Some(&i.key));
+            queue.retain(|i| i.since.elapsed() < MAX_IDLE && keys.iter().any(|w| w.key == i.key));
             dropped += before - queue.len();
         }
         dropped
@@ -210,7 +263,7 @@ mod tests {
     }
 
     #[test]
-    fn wanted_follows_the_target_and_the_learned_key() {
+    fn wanted_follows_the_target_for_each_learned_key() {
         let pool: WarmPool<Fake, &str> = WarmPool::new(1, 1, None);
         assert_eq!(pool.wanted(0), None, "no key before the first client");
         pool.learn(0, &"h2");
@@ -219,10 +272,54 @@ mod tests {
         assert_eq!(pool.wanted(0), None, "full");
         pool.learn(0, &"http/1.1");
         assert_eq!(
+            pool.wanted(0),
+            Some("http/1.1"),
+            "a second key gets its own"
+        );
+        pool.put(0, "http/1.1", Fake(Cell::new(true)));
+        assert_eq!(pool.wanted(0), None);
+    }
+
+    /// Browsers (h2) and Outlook (no ALPN) alternating must not make the pool drop and reopen
+    /// its connections: both keys keep theirs.
+    #[test]
+    fn alternating_keys_do_not_thrash() {
+        let pool: WarmPool<Fake, &str> = WarmPool::new(1, 1, None);
+        for key in ["h2", "none"] {
+            pool.learn(0, &key);
+            pool.put(0, key, Fake(Cell::new(true)));
+        }
+        for round in 0..10 {
+            let key = if round % 2 == 0 { "h2" } else { "none" };
+            pool.learn(0, &key);
+            assert_eq!(pool.expire(), 0, "round {round}: nothing dropped");
+            assert!(pool.take(0, &key).is_some(), "round {round}: {key} is warm");
+            pool.put(0, key, Fake(Cell::new(true)));
+        }
+    }
+
+    #[test]
+    fn only_the_most_recent_keys_are_kept() {
+        let pool: WarmPool<Fake, u32> = WarmPool::new(1, 1, None);
+        for key in 0..MAX_KEYS as u32 + 1 {
+            pool.learn(0, &key);
+            pool.put(0, key, Fake(Cell::new(true)));
+        }
+        assert_eq!(
             pool.expire(),
             1,
-            "connections opened with an old key are dropped"
+            "the least recently used key's connection goes"
         );
-        assert_eq!(pool.wanted(0), Some("http/1.1"));
+        assert!(pool.take(0, &0).is_none());
+        assert!(pool.take(0, &(MAX_KEYS as u32)).is_some());
+    }
+
+    #[test]
+    fn clear_drops_every_idle_connection() {
+        let pool: WarmPool<Fake, ()> = WarmPool::new(2, 2, Some(()));
+        pool.put(0, (), Fake(Cell::new(true)));
+        pool.put(1, (), Fake(Cell::new(true)));
+        pool.clear();
+        assert!(pool.is_empty(0) && pool.is_empty(1));
     }
 }

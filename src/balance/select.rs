@@ -200,12 +200,60 @@ impl Balancer {
         order
     }
 
-    /// Records that `client` is now served by server `index`: counts the connection for as long
-    /// as the returned guard lives, and (re)writes the client's persistence entry.
-    pub fn connected(&self, client: IpAddr, index: usize) -> ConnCountGuard {
+    /// Counts a connection to server `index` from the moment it is picked (before the connect,
+    /// so least-connections picks during a slow connect see it) for as long as the returned guard
+    /// lives; a failed attempt drops it.
+    pub fn count(&self, index: usize) -> ConnCountGuard {
+        self.shared.counts.acquire(index)
+    }
+
+    /// Records that `client` is now served by server `index`: (re)writes its persistence entry.
+    pub fn connected(&self, client: IpAddr, index: usize) {
         if let (Some(map), Ok(server)) = (&self.shared.persistence, u16::try_from(index)) {
             map.insert(client, server, now_secs());
         }
-        self.shared.counts.acquire(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(schedule: &str, weights: &[u32]) -> Service {
+        let mut text = format!(
+            "[[service]]\nname = \"t\"\nlisten = \"127.0.0.1:1000\"\nmode = \"passthrough\"\n\
+             schedule = \"{schedule}\"\n"
+        );
+        for (i, w) in weights.iter().enumerate() {
+            text.push_str(&format!(
+                "[[service.server]]\naddress = \"127.0.0.1:{}\"\nweight = {w}\n",
+                2000 + i
+            ));
+        }
+        crate::config::parse(&text, std::path::Path::new("t.toml"))
+            .expect("valid")
+            .services
+            .remove(0)
+    }
+
+    /// A connection counts from its pick, not from the end of its connect: a second client
+    /// arriving while the first one's connect is still running sees it. Server A (weight 1, idle)
+    /// beats B (weight 2, one open: 1/2); with A's connect in progress counted (1/1), B wins —
+    /// counted only after the connect, A would be picked twice.
+    #[test]
+    fn least_connections_counts_a_server_while_it_is_being_connected() {
+        let shared = Arc::new(SharedBalance::new(&service("least-connections", &[1, 2])));
+        let mut balancer = Balancer::new(shared.clone(), 0);
+        let _open_on_b = balancer.count(1);
+        let client: IpAddr = "127.0.0.2".parse().expect("ip");
+        assert_eq!(balancer.plan(client)[0], 0);
+        let connecting = balancer.count(0);
+        assert_eq!(
+            balancer.plan(client)[0],
+            1,
+            "the pick in progress is counted"
+        );
+        drop(connecting);
+        assert_eq!(shared.counts.active(0), 0, "a failed attempt is uncounted");
     }
 }

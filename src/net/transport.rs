@@ -57,6 +57,30 @@ impl Transport for TcpStream {
     }
 }
 
+/// A borrowed transport is one too: a client's TLS session runs over the socket its connection
+/// task keeps owning, so the task can still abort it after a failed handshake.
+impl<T: Transport> Transport for &T {
+    async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        T::read(self, buf).await
+    }
+
+    async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
+        T::write_all(self, buf).await
+    }
+
+    fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        T::try_read(self, buf)
+    }
+
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        T::shutdown(self, how)
+    }
+
+    fn abort(&self) {
+        T::abort(self);
+    }
+}
+
 /// One direction of a [`memory_pipe`]: a bounded byte queue with its two wake-ups.
 struct Lane {
     bytes: RefCell<VecDeque<u8>>,

@@ -33,19 +33,19 @@ pub(crate) async fn client_hello(
 }
 
 /// Answers `hello` with `config` and completes the client's handshake.
-pub(crate) async fn accept_client(
-    client: TcpStream,
+pub(crate) async fn accept_client<'c>(
+    client: &'c TcpStream,
     hello: Hello,
     config: Arc<ServerConfig>,
     service: &ServiceState,
     peer: SocketAddr,
     record: &mut Record,
-) -> Option<TlsStream> {
+) -> Option<TlsStream<&'c TcpStream>> {
     let name = &service.config().name;
     let conn = match hello.accepted.into_connection(config) {
         Ok(conn) => conn,
         Err((e, alert)) => {
-            send_alert(&client, alert).await;
+            send_alert(client, alert).await;
             service.counters.client_tls_errors.inc();
             record.fail(Side::Client, format!("TLS handshake refused: {e}"));
             tracing::info!(service = %name, client = %peer, error = %e, "client TLS handshake refused (side=client)");

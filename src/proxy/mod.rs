@@ -245,8 +245,15 @@ impl ServiceState {
         record.fail(relay::Side::Server, "no server could be reached");
     }
 
+    /// Counts an attempt on server `index` until the returned guard (then the connection's
+    /// [`Upstream`]) is dropped.
+    pub(crate) fn attempt(&self, index: usize) -> crate::balance::ConnCountGuard {
+        self.balancer.borrow().count(index)
+    }
+
     /// Wraps the stream of a successful connection to server `index` for client `peer`, and
-    /// points the connection's counters and record at that server.
+    /// points the connection's counters, record and persistence entry at that server; `count`
+    /// is the attempt's count from [`ServiceState::attempt`].
     pub(crate) fn upstream<S>(
         &self,
         peer: SocketAddr,
@@ -254,13 +261,14 @@ impl ServiceState {
         stream: S,
         guard: &ConnGuard,
         record: &mut Record,
+        count: crate::balance::ConnCountGuard,
     ) -> Upstream<S> {
         let address = self.config().servers[index].address;
         let counters = &self.server_counters[index];
         counters.connections.inc();
         guard.set_server_counters(counters.clone());
         record.server = Some(index);
-        let count = self.balancer.borrow().connected(peer.ip(), index);
+        self.balancer.borrow().connected(peer.ip(), index);
         Upstream {
             stream,
             address,
@@ -291,7 +299,7 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Rc<ServiceState
     match service.config().mode {
         Mode::Passthrough => {
             Box::pin(passthrough::serve(
-                client,
+                &client,
                 peer,
                 &service,
                 &guard,
@@ -300,11 +308,11 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Rc<ServiceState
             .await
         }
         Mode::Offload => {
-            Box::pin(offload::serve(client, peer, &service, &guard, &mut record)).await
+            Box::pin(offload::serve(&client, peer, &service, &guard, &mut record)).await
         }
         Mode::Reencrypt => {
             Box::pin(reencrypt::serve(
-                client,
+                &client,
                 peer,
                 &service,
                 &guard,
@@ -312,6 +320,11 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, service: Rc<ServiceState
             ))
             .await
         }
+    }
+    // Ended before its relay (no server, a failed handshake, a deadline): the client gets a
+    // reset, never a FIN it could take for a complete, empty answer.
+    if record.failure.is_some() {
+        client.abort();
     }
     record.finish(&service, peer, accepted_at, started, &guard);
     drop(permit);

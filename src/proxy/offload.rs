@@ -12,7 +12,7 @@ use crate::net::TcpStream;
 
 /// Serves one offload connection: client handshake first, then the server.
 pub async fn serve(
-    client: TcpStream,
+    client: &TcpStream,
     peer: SocketAddr,
     service: &ServiceState,
     guard: &ConnGuard,
@@ -23,7 +23,7 @@ pub async fn serve(
         tracing::error!(service = %config.name, "offload service without TLS configuration; closing client");
         return;
     };
-    let Some(hello) = client_hello(&client, service, peer, record).await else {
+    let Some(hello) = client_hello(client, service, peer, record).await else {
         return;
     };
     let Some(client) = accept_client(client, hello, front, service, peer, record).await else {

@@ -13,7 +13,7 @@ use crate::net::{connect::connect, TcpStream};
 /// timeout; a silent client never costs a server connection), unless the server speaks first,
 /// then connects and relays, the first bytes first.
 pub async fn serve(
-    client: TcpStream,
+    client: &TcpStream,
     peer: SocketAddr,
     service: &ServiceState,
     guard: &ConnGuard,
@@ -25,7 +25,7 @@ pub async fn serve(
         return;
     }
     let first = if service.config().limits.handshake_timeout.is_some() {
-        match first_bytes(&client, record).await {
+        match first_bytes(client, record).await {
             Some(first) => first,
             None => return,
         }
@@ -37,7 +37,7 @@ pub async fn serve(
         return;
     };
     guard.set_server_fd(server.stream.raw_fd());
-    record.outcome = Some(relay_with(&client, &server.stream, guard, first).await);
+    record.outcome = Some(relay_with(client, &server.stream, guard, first).await);
 }
 
 /// The client's first bytes; `None` (recorded) if it closed or failed before sending any. A
@@ -75,15 +75,16 @@ pub(crate) async fn connect_plain(
     }
     for index in order {
         let address = config.servers[index].address;
+        let count = service.attempt(index);
         if let Some(server) = service
             .tcp_pool
             .as_ref()
             .and_then(|pool| pool.take(index, &()))
         {
-            return Some(service.upstream(peer, index, server, guard, record));
+            return Some(service.upstream(peer, index, server, guard, record, count));
         }
         match connect(address, super::attempt_timeout(service, guard)).await {
-            Ok(server) => return Some(service.upstream(peer, index, server, guard, record)),
+            Ok(server) => return Some(service.upstream(peer, index, server, guard, record, count)),
             Err(e) => {
                 service.server_counters[index].connect_errors.inc();
                 tracing::warn!(service = %config.name, server = %address, client = %peer, error = %e, "connect to server failed; trying the next one");

@@ -23,7 +23,7 @@ use crate::tls::stream::TlsStream;
 
 /// Serves one re-encrypt connection.
 pub async fn serve(
-    client: TcpStream,
+    client: &TcpStream,
     peer: SocketAddr,
     service: &ServiceState,
     guard: &ConnGuard,
@@ -34,7 +34,7 @@ pub async fn serve(
         tracing::error!(service = %config.name, "reencrypt service without TLS configuration; closing client");
         return;
     };
-    let Some(hello) = client_hello(&client, service, peer, record).await else {
+    let Some(hello) = client_hello(client, service, peer, record).await else {
         return;
     };
     let offered = hello.accepted.client_hello();
@@ -86,19 +86,20 @@ async fn connect_tls(
     for index in order {
         let address = config.servers[index].address;
         let name = server_name(service, index, client_sni);
+        let count = service.attempt(index);
         if let Some(pool) = &service.tls_pool {
             let key = (name.clone(), alpn.to_vec());
             pool.learn(index, &key);
             if let Some(server) = pool.take(index, &key) {
                 guard.set_server_fd(server.tcp().raw_fd());
-                return Some(service.upstream(peer, index, server, guard, record));
+                return Some(service.upstream(peer, index, server, guard, record, count));
             }
         }
         let timeout = super::attempt_timeout(service, guard);
         match open_tls(service, index, name, alpn, client_sni, timeout).await {
             Ok(server) => {
                 guard.set_server_fd(server.tcp().raw_fd());
-                return Some(service.upstream(peer, index, server, guard, record));
+                return Some(service.upstream(peer, index, server, guard, record, count));
             }
             Err(why) => {
                 tracing::warn!(service = %config.name, server = %address, client = %peer, error = %why, "server connection failed (side=server); trying the next server");

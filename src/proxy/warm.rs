@@ -72,6 +72,8 @@ pub async fn refill(service: Rc<ServiceState>) {
                     )
                     .await
                     {
+                        // Retired meanwhile: the connection closes here instead of idling.
+                        Ok(_) if service.retired.get() => return,
                         Ok(stream) => pool.put(index, (name, alpn), stream),
                         Err(why) => {
                             tracing::debug!(service = %service.config().name, server = %service.config().servers[index].address, error = %why, "warm pool: cannot open a connection; retrying later");
@@ -87,6 +89,7 @@ pub async fn refill(service: Rc<ServiceState>) {
             for index in 0..pool.servers() {
                 while service.shared.balance.usable(index) && pool.wanted(index).is_some() {
                     match connect(config.servers[index].address, config.connect_timeout).await {
+                        Ok(_) if service.retired.get() => return,
                         Ok(stream) => pool.put(index, (), stream),
                         Err(e) => {
                             service.server_counters[index].connect_errors.inc();
