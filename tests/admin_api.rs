@@ -75,6 +75,16 @@ fn counters_match_what_was_sent_exactly() {
     let backend = Backend::echo();
     let (listen, admin) = (listen_addr(), listen_addr());
     let _proxy = Proxy::start(&config(listen, admin, &[backend.addr()], "", ""));
+    // The readiness probe reaches the server (it speaks first): wait until it did and closed,
+    // or it could be counted in the middle of the measurement.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server_json(&services(admin, None), backend.addr())["connections_total"] == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the readiness probe never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     wait_idle(admin);
     let before = services(admin, None);
     let server_before = server_json(&before, backend.addr());

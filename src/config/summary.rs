@@ -3,12 +3,12 @@
 //!
 //! ```text
 //! ringmaster.toml: configuration OK, 1 service, 2 servers
-//! global: workers auto, drain_timeout 30s
+//! global: workers auto, drain_timeout 30s, max_connections from ulimit -n
 //!
-//! SERVICE   LISTEN       MODE         CONNECT  IDLE  BACKLOG
+//! SERVICE   LISTEN       MODE         CONNECT  HANDSHAKE  IDLE  BACKLOG  MAXCONN  PER-IP
 //!   -> SERVER         WEIGHT  SHARE
 //!
-//! exchange  0.0.0.0:443  passthrough  3s       10m      4096
+//! exchange  0.0.0.0:443  passthrough  3s       10s        10m      4096        -       -
 //!   -> 10.0.0.11:443       1  50.0%
 //!   -> 10.0.0.12:443       1  50.0%
 //! ```
@@ -63,15 +63,31 @@ pub(super) fn render(config: &Config) -> String {
         Workers::Auto => "auto".to_owned(),
         Workers::Count(n) => n.to_string(),
     };
+    let max_connections = config
+        .global
+        .max_connections
+        .map_or("from ulimit -n".to_owned(), |n| n.to_string());
     let mut out = format!(
-        "{}: configuration OK, {}, {}\nglobal: workers {workers}, drain_timeout {}\n",
+        "{}: configuration OK, {}, {}\nglobal: workers {workers}, drain_timeout {}, \
+         max_connections {max_connections}\n",
         config.path.display(),
         plural(config.services.len(), "service"),
         plural(server_count, "server"),
         format_duration(config.global.drain_timeout),
     );
 
-    let header = ["SERVICE", "LISTEN", "MODE", "CONNECT", "IDLE", "BACKLOG"];
+    let header = [
+        "SERVICE",
+        "LISTEN",
+        "MODE",
+        "CONNECT",
+        "HANDSHAKE",
+        "IDLE",
+        "BACKLOG",
+        "MAXCONN",
+        "PER-IP",
+    ];
+    let or_dash = |n: Option<u32>| n.map_or("-".to_owned(), |n| n.to_string());
     let mut service_rows = vec![header.map(String::from).to_vec()];
     service_rows.extend(config.services.iter().map(|s| {
         vec![
@@ -79,11 +95,19 @@ pub(super) fn render(config: &Config) -> String {
             s.listen.to_string(),
             s.mode.to_string(),
             format_duration(s.connect_timeout),
+            s.limits
+                .handshake_timeout
+                .map_or("-".to_owned(), format_duration),
             format_duration(s.idle_timeout),
             s.backlog.to_string(),
+            or_dash(s.limits.max_connections),
+            or_dash(s.limits.max_connections_per_ip),
         ]
     }));
-    let service_lines = align(&service_rows, &[Left, Left, Left, Left, Left, Right]);
+    let service_lines = align(
+        &service_rows,
+        &[Left, Left, Left, Left, Left, Left, Right, Right, Right],
+    );
 
     let mut server_rows = vec![["  -> SERVER", "WEIGHT", "SHARE"]
         .map(String::from)
@@ -145,22 +169,25 @@ name = "smtp"
 listen = "[::]:25"
 mode = "passthrough"
 backlog = 128
+server_speaks_first = true
+max_connections = 500
+max_connections_per_ip = 20
 [[service.server]]
 address = "10.0.0.21:25"
 "#;
         let config = crate::config::parse(text, Path::new("rm.toml")).unwrap();
         let expected = "\
 rm.toml: configuration OK, 2 services, 3 servers
-global: workers 4, drain_timeout 30s
+global: workers 4, drain_timeout 30s, max_connections from ulimit -n
 
-SERVICE   LISTEN       MODE         CONNECT  IDLE  BACKLOG
+SERVICE   LISTEN       MODE         CONNECT  HANDSHAKE  IDLE  BACKLOG  MAXCONN  PER-IP
   -> SERVER         WEIGHT   SHARE
 
-exchange  0.0.0.0:443  passthrough  3s       1h5m     4096
+exchange  0.0.0.0:443  passthrough  3s       10s        1h5m     4096        -       -
   -> 10.0.0.11:443       3   75.0%
   -> 10.0.0.12:443       1   25.0%
 
-smtp      [::]:25      passthrough  3s       10m       128
+smtp      [::]:25      passthrough  3s       -          10m       128      500      20
   -> 10.0.0.21:25        1  100.0%
 ";
         assert_eq!(config.summary(), expected);

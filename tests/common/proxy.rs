@@ -120,6 +120,12 @@ impl Proxy {
     /// config accepts (polling, up to [`READY_TIMEOUT`]). Panics with the log if the process exits
     /// or does not listen in time.
     pub fn start(config: &str) -> Proxy {
+        Proxy::start_with_nofile(config, None)
+    }
+
+    /// Like [`Proxy::start`], with the descriptor limit (`ulimit -n`, soft and hard) set to
+    /// `nofile` when given.
+    pub fn start_with_nofile(config: &str, nofile: Option<u64>) -> Proxy {
         let listen = listen_addrs(config);
         assert!(
             !listen.is_empty(),
@@ -130,7 +136,24 @@ impl Proxy {
         std::fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("ringmaster.log");
         let log = File::create(&log_path).expect("create log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ringmaster"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringmaster"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("run")
             .arg("-c")
             .arg(&config_path)
@@ -223,6 +246,22 @@ impl Proxy {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .map(|d| d.count())
             .unwrap_or(0)
+    }
+
+    /// CPU time the process has used so far (user + system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = [11, 12]
+            .iter()
+            .filter_map(|&i| fields.get(i).and_then(|v| v.parse::<u64>().ok()))
+            .sum();
+        // SAFETY: sysconf has no memory effects.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis(ticks * 1000 / hz)
     }
 
     /// Resident memory of the process, in KiB.

@@ -41,6 +41,8 @@ pub struct TlsService {
     pub backend_tls: Option<BackendTls>,
     /// Each `[[service.server]]` address.
     pub servers: Vec<SocketAddr>,
+    /// More `key = value` lines for the service table (`handshake_timeout = "1s"`, ...).
+    pub extra: String,
 }
 
 impl TlsService {
@@ -64,6 +66,7 @@ impl TlsService {
             extended_protection: None,
             backend_tls: None,
             servers: servers.to_vec(),
+            extra: String::new(),
         }
     }
 
@@ -94,6 +97,13 @@ impl TlsService {
         self
     }
 
+    /// Adds a `key = value` line to the service table.
+    pub fn with(mut self, line: &str) -> TlsService {
+        self.extra.push_str(line);
+        self.extra.push('\n');
+        self
+    }
+
     /// The `[[service]]` table and its sub-tables.
     pub fn toml(&self) -> String {
         let mut t = String::new();
@@ -108,6 +118,7 @@ impl TlsService {
         if let Some(ep) = self.extended_protection {
             let _ = writeln!(t, "extended_protection = {ep}");
         }
+        t.push_str(&self.extra);
         for extra in &self.sni_certs {
             let _ = writeln!(t, "\n[[service.sni_certificate]]");
             let _ = writeln!(t, "certificate = {}", toml_path(&extra.cert));
