@@ -13,6 +13,7 @@
 //! - [`limits`] — connection limits: process-wide, per service, per client address.
 //! - [`ep_check`] — the Extended Protection report (`ringmaster ep-check`).
 //! - [`demo`] — `ringmaster demo`, a self-contained re-encrypt service.
+//! - [`fuzz`] — the fuzz targets' entry points, replayed on their corpus by the tests.
 
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod config;
 pub mod counters;
 pub mod demo;
 pub mod ep_check;
+pub mod fuzz;
 pub mod limits;
 pub mod net;
 pub mod proxy;

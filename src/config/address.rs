@@ -158,9 +158,10 @@ pub(super) fn listen_address(text: &str) -> Result<SocketAddr, Rejection> {
     }
 }
 
-/// A server `address`: an IP literal and a port, or a host name and a port, resolved now. A
-/// name with several addresses gives the first the resolver returns (its RFC 6724 order).
-pub(super) fn server_address(text: &str) -> Result<SocketAddr, Rejection> {
+/// A server `address`: an IP literal and a port, or a host name and a port, resolved now (with
+/// `lookup`; else a stand-in, 192.0.2.1). A name with several addresses gives the first the
+/// resolver returns (its RFC 6724 order).
+pub(super) fn server_address(text: &str, lookup: bool) -> Result<SocketAddr, Rejection> {
     let port_zero = |example: String| {
         reject(
             "server port 0 is not allowed: ringmaster connects to a fixed port",
@@ -171,6 +172,7 @@ pub(super) fn server_address(text: &str) -> Result<SocketAddr, Rejection> {
         Parsed::Literal(addr) if addr.port() == 0 => Err(port_zero(with_port(addr.ip(), 443))),
         Parsed::Literal(addr) => Ok(addr),
         Parsed::Host { host, port: 0 } => Err(port_zero(format!("{host}:443"))),
+        Parsed::Host { port, .. } if !lookup => Ok(SocketAddr::from(([192, 0, 2, 1], port))),
         Parsed::Host { host, port } => resolve(host, port),
     }
 }
@@ -238,38 +240,46 @@ mod tests {
 
     #[test]
     fn server_accepts_literals_and_resolves_names() {
-        assert_eq!(server_address("10.0.0.11:443"), Ok(addr("10.0.0.11:443")));
         assert_eq!(
-            server_address("[2001:db8::1]:443"),
+            server_address("10.0.0.11:443", true),
+            Ok(addr("10.0.0.11:443"))
+        );
+        assert_eq!(
+            server_address("[2001:db8::1]:443", true),
             Ok(addr("[2001:db8::1]:443"))
         );
-        let local = server_address("localhost:8443").unwrap();
+        let local = server_address("localhost:8443", true).unwrap();
         assert!(local.ip().is_loopback() && local.port() == 8443, "{local}");
+        assert_eq!(
+            server_address("backend.invalid:443", false),
+            Ok(addr("192.0.2.1:443")),
+            "offline, a name is not looked up"
+        );
     }
 
     #[test]
     fn server_rejections_say_why() {
-        let err = server_address("backend.invalid:443").unwrap_err();
+        let err = server_address("backend.invalid:443", true).unwrap_err();
         assert!(
             err.message.contains("\"backend.invalid\" does not resolve"),
             "{err:?}"
         );
-        let err = server_address("10.0.0.11:0").unwrap_err();
+        let err = server_address("10.0.0.11:0", true).unwrap_err();
         assert!(err.message.contains("port 0"), "{err:?}");
         assert!(err.fix.contains("\"10.0.0.11:443\""), "{err:?}");
-        assert!(server_address("[::1]:0")
+        assert!(server_address("[::1]:0", true)
             .unwrap_err()
             .fix
             .contains("\"[::1]:443\""));
-        assert!(server_address("backend.invalid:0")
+        assert!(server_address("backend.invalid:0", true)
             .unwrap_err()
             .message
             .contains("port 0"));
-        assert!(server_address("backend")
+        assert!(server_address("backend", true)
             .unwrap_err()
             .fix
             .contains("\"backend:443\""));
-        assert!(server_address("-bad-:443")
+        assert!(server_address("-bad-:443", true)
             .unwrap_err()
             .message
             .contains("neither"));

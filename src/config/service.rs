@@ -298,7 +298,7 @@ impl Checker<'_> {
         seen: &mut HashMap<SocketAddr, usize>,
     ) -> Option<SocketAddr> {
         let text = self.string("address", v, "10.0.0.11:443")?;
-        let addr = self.address(v, server_address(text))?;
+        let addr = self.address(v, server_address(text, self.lookup))?;
         if let Some(first) = seen.get(&addr) {
             let message = format!("server {addr} appears twice in {label} (first on line {first})");
             self.report(

@@ -20,8 +20,9 @@ use super::{Config, Global, Workers, DEFAULT_DRAIN_TIMEOUT, MAX_WORKERS};
 /// Longest value shown after "found:"; longer ones are cut.
 const MAX_SHOWN: usize = 80;
 
-/// Parses and validates `text`; see [`super::parse`].
-pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
+/// Parses and validates `text`; see [`super::parse`]. Without `lookup`, server host names are
+/// not resolved (see [`super::parse_offline`]).
+pub(super) fn validate(text: &str, path: &Path, lookup: bool) -> Result<Config, ConfigError> {
     let raw: RawFile = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(e) => return Err(ConfigError::single(path, toml_problem(text, &e))),
@@ -30,6 +31,7 @@ pub(super) fn validate(text: &str, path: &Path) -> Result<Config, ConfigError> {
         text,
         dir: path.parent().unwrap_or(Path::new("")).to_path_buf(),
         problems: Vec::new(),
+        lookup,
     };
     let global = checker.global(raw.global.as_ref());
     let services = checker.services(raw.service.as_deref().unwrap_or(&[]));
@@ -126,6 +128,8 @@ pub(super) struct Checker<'t> {
     pub dir: std::path::PathBuf,
     /// Everything found so far.
     pub problems: Vec<Problem>,
+    /// Whether server host names are resolved (always, but when fuzzing).
+    pub lookup: bool,
 }
 
 impl Checker<'_> {

@@ -20,12 +20,73 @@ pub struct Hello {
     pub leftover: (Vec<u8>, usize),
 }
 
+/// Why a ClientHello was refused, with the alert rustls prepared for the client, if any.
+#[derive(Debug)]
+pub struct HelloError {
+    /// What was wrong.
+    pub error: io::Error,
+    /// The alert to send before closing.
+    pub alert: Option<AcceptedAlert>,
+}
+
+impl HelloError {
+    fn invalid(why: &'static str) -> Self {
+        Self {
+            error: io::Error::new(io::ErrorKind::InvalidData, why),
+            alert: None,
+        }
+    }
+}
+
+/// Takes a client's first bytes, in whatever pieces they arrive, until they make a whole
+/// ClientHello. Sans I/O, so the socket reader and the fuzz target share it.
+#[derive(Default)]
+pub struct HelloParser {
+    acceptor: Acceptor,
+    total: usize,
+}
+
+impl HelloParser {
+    /// Feeds the next `data` received. `Ok(Some((hello, used)))` once the hello is complete,
+    /// with how many bytes of `data` it took (the rest belongs to the handshake that follows);
+    /// `Ok(None)` when more is needed; an error for garbage, a bad hello or one over
+    /// [`MAX_HELLO_BYTES`].
+    pub fn feed(&mut self, data: &[u8]) -> Result<Option<(Accepted, usize)>, HelloError> {
+        self.total += data.len();
+        let mut start = 0;
+        while start < data.len() {
+            let mut pending = &data[start..];
+            let used = self
+                .acceptor
+                .read_tls(&mut pending)
+                .map_err(|error| HelloError { error, alert: None })?;
+            start += used;
+            match self.acceptor.accept() {
+                Ok(Some(accepted)) => return Ok(Some((accepted, start))),
+                Ok(None) => {}
+                Err((e, alert)) => {
+                    return Err(HelloError {
+                        error: io::Error::new(io::ErrorKind::InvalidData, e),
+                        alert: Some(alert),
+                    })
+                }
+            }
+            if used == 0 {
+                break;
+            }
+        }
+        if self.total > MAX_HELLO_BYTES {
+            return Err(HelloError::invalid("ClientHello larger than 64 KiB"));
+        }
+        Ok(None)
+    }
+}
+
 /// Reads from `tcp` until a whole ClientHello has arrived. Garbage, a non-TLS client or EOF ends in
 /// an error (and the alert rustls prepared is sent).
 pub async fn read_client_hello(tcp: &TcpStream) -> io::Result<Hello> {
-    let mut acceptor = Acceptor::default();
+    let mut parser = HelloParser::default();
     let mut buf = Vec::with_capacity(RX_INITIAL);
-    let mut total = 0usize;
     loop {
         let (res, b) = tcp.read(buf).await;
         buf = b;
@@ -36,34 +97,20 @@ pub async fn read_client_hello(tcp: &TcpStream) -> io::Result<Hello> {
                 "client closed before sending a complete ClientHello",
             ));
         }
-        total += n;
-        let mut start = 0;
-        while start < n {
-            let mut pending = &buf[start..n];
-            let used = acceptor.read_tls(&mut pending)?;
-            start += used;
-            match acceptor.accept() {
-                Ok(Some(accepted)) => {
-                    return Ok(Hello {
-                        accepted,
-                        leftover: (buf, start),
-                    })
-                }
-                Ok(None) => {}
-                Err((e, alert)) => {
+        match parser.feed(&buf[..n]) {
+            Ok(Some((accepted, used))) => {
+                return Ok(Hello {
+                    accepted,
+                    leftover: (buf, used),
+                })
+            }
+            Ok(None) => {}
+            Err(HelloError { error, alert }) => {
+                if let Some(alert) = alert {
                     send_alert(tcp, alert).await;
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                 }
+                return Err(error);
             }
-            if used == 0 {
-                break;
-            }
-        }
-        if total > MAX_HELLO_BYTES {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "ClientHello larger than 64 KiB",
-            ));
         }
     }
 }
