@@ -160,3 +160,47 @@ fn time_to_first_byte_with_and_without_the_pool() {
         cold_times[10], warm_times[10]
     );
 }
+
+/// Proves: a reload that replaces a service's state closes the retired state's idle pooled
+/// connections at once, instead of leaving them open until their last client of the old
+/// generation leaves (or the 30 s idle limit); the new state fills its own pool.
+///
+/// Fails if the server still holds the old pool's connections two seconds after the reload.
+#[test]
+fn a_reload_closes_the_retired_pool_at_once() {
+    let pki = Pki::new();
+    let ended = Arc::new(AtomicUsize::new(0));
+    let server = {
+        let ended = ended.clone();
+        TlsServer::start(
+            &pki.ca.leaf(&[BACKEND_NAME]),
+            ServerOpts::default(),
+            move |mut s| {
+                let mut buf = [0u8; 256];
+                while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                ended.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+    };
+    let service = TlsService::reencrypt_to("warm", &pki, &[server.addr()]);
+    let proxy = Proxy::start(&config(&service, 3));
+    assert!(
+        wait_until(Duration::from_secs(10), || server.handshakes() >= 3),
+        "the pool never filled"
+    );
+    // The same service with another connect_timeout: a new state, the old one retired.
+    proxy.write_config(
+        &config(&service, 2).replace("connect_timeout = \"2s\"", "connect_timeout = \"3s\""),
+    );
+    proxy.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(2), || ended.load(Ordering::SeqCst) >= 3),
+        "{} of the 3 retired pooled connections closed within 2 s of the reload\n{}",
+        ended.load(Ordering::SeqCst),
+        proxy.logs_tail()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || server.handshakes() >= 5),
+        "the new state's pool did not fill"
+    );
+}
