@@ -301,30 +301,16 @@ fn a_silent_server_is_cut_at_the_idle_timeout_with_a_reset() {
     let plain = plain_server(Then::Silence);
     let tls = tls_server(&pki.ca.leaf(&[BACKEND_NAME]), Then::Silence);
     let bench = Bench::start(&pki, plain.addr(), tls.addr(), "1s");
-    let clients = [
-        std::thread::spawn({
-            let addr = bench.offload;
-            let client = bench.client.clone();
-            move || {
-                let mut s = tls_connect(addr, &client, FRONT_NAME).expect("handshake");
-                s.write_all(b"GET\n")
-                    .and_then(|()| s.flush())
-                    .expect("send");
-                ending(&mut s)
-            }
-        }),
-        std::thread::spawn({
-            let addr = bench.reencrypt;
-            let client = bench.client.clone();
-            move || {
-                let mut s = tls_connect(addr, &client, FRONT_NAME).expect("handshake");
-                s.write_all(b"GET\n")
-                    .and_then(|()| s.flush())
-                    .expect("send");
-                ending(&mut s)
-            }
-        }),
-    ];
+    let clients = [bench.offload, bench.reencrypt].map(|addr| {
+        let client = bench.client.clone();
+        std::thread::spawn(move || {
+            let mut s = tls_connect(addr, &client, FRONT_NAME).expect("handshake");
+            s.write_all(b"GET\n")
+                .and_then(|()| s.flush())
+                .expect("send");
+            ending(&mut s)
+        })
+    });
     let started = Instant::now();
     let (n, seen) = bench.plain_request();
     assert_eq!((n, &seen), (PARTIAL, &Seen::Reset), "passthrough");

@@ -362,12 +362,7 @@ pub fn servers(ctx: &Ctx) -> Row {
                 })
             })
             .collect();
-        let seen: Vec<Option<Seen>> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or(None))
-            .collect();
-        let clean = seen.iter().filter(|s| **s == Some(Seen::Clean)).count();
-        let abortive = seen.iter().filter(|s| **s == Some(Seen::Abortive)).count();
+        let (clean, abortive) = tally(handles);
         let logged = proxy.ends_for(name, expect);
         figures.push(format!(
             "{name}: {abortive}/{n} abortive, {clean} clean, {logged} logged {expect}"
@@ -383,11 +378,7 @@ pub fn servers(ctx: &Ctx) -> Row {
             })
         })
         .collect();
-    let seen: Vec<Option<Seen>> = handles
-        .into_iter()
-        .map(|h| h.join().unwrap_or(None))
-        .collect();
-    let abortive = seen.iter().filter(|s| **s == Some(Seen::Abortive)).count();
+    let (_, abortive) = tally(handles);
     figures.push(format!("passthrough reset: {abortive}/{n} abortive"));
     held &= abortive == n;
     let alive = {
@@ -404,6 +395,16 @@ pub fn servers(ctx: &Ctx) -> Row {
         figures: figures.join("; "),
         held: held && alive,
     }
+}
+
+/// How the clients of `handles` saw their ends: (clean, abortive).
+fn tally(handles: Vec<std::thread::JoinHandle<Option<Seen>>>) -> (usize, usize) {
+    let seen: Vec<Option<Seen>> = handles
+        .into_iter()
+        .map(|h| h.join().unwrap_or(None))
+        .collect();
+    let count = |want: Seen| seen.iter().filter(|s| **s == Some(want)).count();
+    (count(Seen::Clean), count(Seen::Abortive))
 }
 
 /// A descriptor limit far below `max_connections`.
