@@ -56,7 +56,11 @@ enum Command {
     },
     /// Self-contained demo: a self-signed certificate, two demo HTTPS servers and a re-encrypt
     /// service with Extended Protection on 127.0.0.1:8443. Ctrl-C to stop.
-    Demo,
+    Demo {
+        /// The port of the demo service on 127.0.0.1.
+        #[arg(long, default_value_t = ringmaster::demo::DEMO_PORT)]
+        port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -88,7 +92,7 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG as u8)
             }
         },
-        Command::Demo => match ringmaster::demo::run(&cli.log_level) {
+        Command::Demo { port } => match ringmaster::demo::run(port, &cli.log_level) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("ringmaster demo: {e}");

@@ -69,16 +69,17 @@ fn persistence_sticks_per_client_ip_across_workers() {
 /// Proves: a persistence entry expires once its client has been idle for `timeout` ("1s").
 ///
 /// Design: server B's port refuses at first, so the first connection of each of 10 client IPs
-/// fails over to A and every IP is persisted to A. Then B starts, the test waits until every
-/// entry is well past the timeout (2.5 s after the last connection: the timeout, plus one second
-/// for a clock kept in whole seconds that rounds expiries up, plus margin; the wait *is* the
-/// event, there is nothing to poll without refreshing the entries), and each IP connects once
-/// more. Expired entries leave the choice to round robin again, which on the worker that
-/// schedules two of those ten connections sends one of them to B.
+/// fails over to A and every IP is persisted to A. Then B starts, and each IP connects at once:
+/// every one must still reach A (its entry holds; without persistence, round robin would send
+/// some to B). Then the test waits until every entry is well past the timeout (2.5 s after the
+/// last connection: the timeout, plus one second for a clock kept in whole seconds that rounds
+/// expiries up, plus margin; the wait *is* the event, there is nothing to poll without refreshing
+/// the entries), and each IP connects once more. Expired entries leave the choice to round robin
+/// again, which on the worker that schedules two of those ten connections sends one of them to B.
 ///
-/// How it would fail: entries that never expire (or a timeout read as hours) keep all ten IPs
-/// on A, which is up: the test requires at least one to reach B. Without persistence at all the
-/// test would pass, which is why `persistence_sticks_per_client_ip_across_workers` exists.
+/// How it would fail: persistence off (or entries not found) sends some IPs to B while their
+/// entries should hold; entries that never expire (or a timeout read as hours) keep all ten IPs
+/// on A after the timeout.
 #[test]
 fn persistence_expires_after_its_timeout() {
     let a = IdServer::start("srv-A");
@@ -92,8 +93,15 @@ fn persistence_expires_after_its_timeout() {
         let server = server_for(proxy.addr(), ip, "while B refuses");
         assert_eq!(server, "srv-A", "client {ip} while B refuses connections");
     }
-    let last_use = Instant::now();
     b.listen();
+    for &ip in &ips {
+        let server = server_for(proxy.addr(), ip, "B up, entries fresh");
+        assert_eq!(
+            server, "srv-A",
+            "client {ip}, persisted to srv-A a moment ago, reached {server}: persistence is off"
+        );
+    }
+    let last_use = Instant::now();
 
     // The timeout counts from the last connection; see the header for the margin.
     let expired = last_use + Duration::from_millis(2500);

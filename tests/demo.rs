@@ -12,8 +12,9 @@
 //! line missing; a runtime that ignores SIGTERM (or a demo that maps a clean stop to an error)
 //! fails the exit check.
 //!
-//! The demo binds the fixed port 8443, so this file holds a single test, which is skipped (with a
-//! message) when something else already listens there.
+//! The demo listens on 8443 unless told otherwise; this test gives it a port the kernel just
+//! handed out (`--port`), so it runs whatever else listens on 8443. The default port's banner is
+//! checked by `demo_banner_names_the_default_port` in the demo module's unit tests.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -28,8 +29,12 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
-/// The demo's fixed address.
-const DEMO: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8443);
+/// A loopback address with a port that was free a moment ago.
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+}
 
 /// Until the banner is printed (certificate generation, two demo servers, one EP probe each).
 const BANNER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,9 +58,10 @@ struct Demo {
 }
 
 impl Demo {
-    fn start() -> Demo {
+    fn start(addr: SocketAddr) -> Demo {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringmaster"))
             .arg("demo")
+            .args(["--port", &addr.port().to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -137,7 +143,7 @@ fn wait_listening(addr: SocketAddr, within: Duration) -> bool {
 }
 
 /// One `GET /` over HTTPS to the demo, trusting only `ca`; returns the status line and body.
-fn https_get(ca: &PathBuf) -> io::Result<(String, String)> {
+fn https_get(addr: SocketAddr, ca: &PathBuf) -> io::Result<(String, String)> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).map_err(io::Error::other)? {
         roots
@@ -152,11 +158,15 @@ fn https_get(ca: &PathBuf) -> io::Result<(String, String)> {
         .with_no_client_auth();
     let name = ServerName::try_from("localhost").map_err(io::Error::other)?;
     let conn = ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
-    let tcp = TcpStream::connect_timeout(&DEMO, IO_TIMEOUT)?;
+    let tcp = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     tcp.set_read_timeout(Some(IO_TIMEOUT))?;
     tcp.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut tls = StreamOwned::new(conn, tcp);
-    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost:8443\r\nConnection: close\r\n\r\n")?;
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: localhost:{}\r\nConnection: close\r\n\r\n",
+        addr.port()
+    );
+    tls.write_all(request.as_bytes())?;
     tls.flush()?;
 
     // Read the head, then exactly Content-Length bytes of body.
@@ -202,13 +212,8 @@ fn https_get(ca: &PathBuf) -> io::Result<(String, String)> {
 
 #[test]
 fn demo_serves_https_through_a_reencrypt_service_and_stops_on_sigterm() {
-    if let Err(e) = TcpListener::bind(DEMO) {
-        eprintln!(
-            "skipping the demo test: {DEMO} is not free ({e}); `ringmaster demo` needs that port"
-        );
-        return;
-    }
-    let mut demo = Demo::start();
+    let addr = free_addr();
+    let mut demo = Demo::start(addr);
 
     let cacert = demo.wait_line(BANNER_TIMEOUT, |l| l.contains("curl --cacert "));
     let ca = PathBuf::from(
@@ -221,7 +226,7 @@ fn demo_serves_https_through_a_reencrypt_service_and_stops_on_sigterm() {
     demo.wait_line(BANNER_TIMEOUT, |l| l.contains("Ctrl-C to stop"));
     let banner = demo.seen.join("\n");
     assert!(
-        banner.contains("curl -k https://127.0.0.1:8443/"),
+        banner.contains(&format!("curl -k https://{addr}/")),
         "{}",
         demo.dump()
     );
@@ -244,11 +249,11 @@ fn demo_serves_https_through_a_reencrypt_service_and_stops_on_sigterm() {
     );
 
     assert!(
-        wait_listening(DEMO, LISTEN_TIMEOUT),
-        "{DEMO} never accepted\n{}",
+        wait_listening(addr, LISTEN_TIMEOUT),
+        "{addr} never accepted\n{}",
         demo.dump()
     );
-    let (status, body) = https_get(&ca)
+    let (status, body) = https_get(addr, &ca)
         .unwrap_or_else(|e| panic!("HTTPS GET through the demo: {e}\n{}", demo.dump()));
     assert!(
         status.starts_with("HTTP/1.1 200"),

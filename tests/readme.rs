@@ -131,3 +131,29 @@ fn example_files_pass_check() {
         "expected the passthrough, offload and reencrypt examples, found {checked}"
     );
 }
+
+/// The README opens with exactly two commands, the demo and the test command, and CI runs that
+/// same test command (so what a newcomer runs is what CI checks).
+///
+/// Fails if the first ```sh block changes shape, or if `.ci/run` stops calling the README's test
+/// command.
+#[test]
+fn readme_opens_with_the_demo_and_the_test_command_that_ci_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let block: Vec<&str> = readme
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```sh block")
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(block, ["cargo run --release -- demo", "bash tests/run.sh"]);
+    let ci = std::fs::read_to_string(root.join(".ci/run")).expect(".ci/run");
+    assert!(
+        ci.lines().any(|l| l.trim() == "bash tests/run.sh"),
+        ".ci/run must run the README's test command:\n{ci}"
+    );
+}

@@ -30,11 +30,9 @@ use pki::{write_certificate, write_file, CertFiles, DemoDir};
 use port::{ensure_port_free, listener_on};
 use server::{demo_server_config, start_demo_server};
 
-/// The port of the demo service. Fixed, so that the line printed for `curl` is always the same.
+/// The port of the demo service unless `--port` says otherwise: fixed, so that the line printed
+/// for `curl` is always the same.
 pub const DEMO_PORT: u16 = 8443;
-
-/// Where the demo service listens.
-pub const DEMO_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEMO_PORT);
 
 /// Names in the demo certificate (`127.0.0.1` becomes an IP subjectAltName).
 pub const DEMO_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "ringmaster.demo"];
@@ -100,10 +98,12 @@ pub enum DemoError {
     Runtime(RuntimeError),
 }
 
-/// Runs the demo until SIGINT/SIGTERM (see the module documentation). `log_level` only appears in
-/// the `ringmaster ep-check` line printed for the user; logging is set up by the caller.
-pub fn run(log_level: &str) -> Result<(), DemoError> {
-    ensure_port_free(DEMO_PORT)?;
+/// Runs the demo on 127.0.0.1:`port` until SIGINT/SIGTERM (see the module documentation).
+/// `log_level` only appears in the `ringmaster ep-check` line printed for the user; logging is set
+/// up by the caller.
+pub fn run(port: u16, log_level: &str) -> Result<(), DemoError> {
+    let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    ensure_port_free(port)?;
     let dir = DemoDir::create()?;
     let files = write_certificate(dir.path())?;
     let server_tls = demo_server_config(&files)?;
@@ -112,12 +112,16 @@ pub fn run(log_level: &str) -> Result<(), DemoError> {
         servers.push(start_demo_server(index, server_tls.clone())?);
     }
     let config_path = dir.path().join("ringmaster.toml");
-    write_file(&config_path, demo_config(&files, &servers).as_bytes())?;
+    write_file(
+        &config_path,
+        demo_config(listen, &files, &servers).as_bytes(),
+    )?;
     let config = crate::config::load(&config_path).map_err(DemoError::Config)?;
     let report = crate::ep_check::run(&config);
     print!(
         "{}",
         banner(
+            listen,
             dir.path(),
             &config_path,
             &files,
@@ -131,8 +135,8 @@ pub fn run(log_level: &str) -> Result<(), DemoError> {
     crate::runtime::run(config).map_err(|e| match e {
         RuntimeError::Worker { ref message, .. } if message.contains("in use") => {
             DemoError::PortInUse {
-                port: DEMO_PORT,
-                holder: listener_on(DEMO_PORT),
+                port,
+                holder: listener_on(port),
             }
         }
         other => DemoError::Runtime(other),
@@ -146,7 +150,7 @@ fn toml_string(path: &Path) -> String {
 
 /// The demo configuration: one reencrypt service with Extended Protection over the demo servers,
 /// verifying them against the demo certificate itself.
-fn demo_config(files: &CertFiles, servers: &[SocketAddr]) -> String {
+fn demo_config(listen: SocketAddr, files: &CertFiles, servers: &[SocketAddr]) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
@@ -155,7 +159,7 @@ fn demo_config(files: &CertFiles, servers: &[SocketAddr]) -> String {
     let _ = writeln!(text, "[global]\ndrain_timeout = \"{DEMO_DRAIN_TIMEOUT}\"\n");
     let _ = writeln!(
         text,
-        "[[service]]\nname = \"demo\"\nlisten = \"{DEMO_LISTEN}\"\nmode = \"reencrypt\""
+        "[[service]]\nname = \"demo\"\nlisten = \"{listen}\"\nmode = \"reencrypt\""
     );
     let _ = writeln!(
         text,
@@ -177,6 +181,7 @@ fn demo_config(files: &CertFiles, servers: &[SocketAddr]) -> String {
 
 /// What the demo prints before serving.
 fn banner(
+    listen: SocketAddr,
     dir: &Path,
     config: &Path,
     files: &CertFiles,
@@ -202,7 +207,10 @@ fn banner(
     if let Ok(hash) = tls_server_end_point(files.cert_der.as_ref()) {
         let _ = writeln!(out, "               tls-server-end-point {hash}");
     }
-    let _ = writeln!(out, "  service      demo on https://{DEMO_LISTEN}  (mode reencrypt, extended_protection = true)");
+    let _ = writeln!(
+        out,
+        "  service      demo on https://{listen}  (mode reencrypt, extended_protection = true)"
+    );
     for (i, server) in servers.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -219,11 +227,12 @@ fn banner(
         let _ = writeln!(out, "{indent}{line}");
     }
     let _ = writeln!(out, "\nTry:");
-    let _ = writeln!(out, "  curl -k https://{DEMO_LISTEN}/");
+    let _ = writeln!(out, "  curl -k https://{listen}/");
     let _ = writeln!(
         out,
-        "  curl --cacert {} https://localhost:{DEMO_PORT}/",
-        files.cert_pem.display()
+        "  curl --cacert {} https://localhost:{}/",
+        files.cert_pem.display(),
+        listen.port()
     );
     let _ = writeln!(
         out,
@@ -256,7 +265,8 @@ mod tests {
             "127.0.0.1:1001".parse().expect("addr"),
             "127.0.0.1:1002".parse().expect("addr"),
         ];
-        let text = demo_config(&files, &servers);
+        let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEMO_PORT);
+        let text = demo_config(listen, &files, &servers);
         let value: toml::Table = toml::from_str(&text).expect(&text);
         let service = &value["service"].as_array().expect("services")[0];
         assert_eq!(
@@ -266,5 +276,29 @@ mod tests {
         assert_eq!(service["extended_protection"].as_bool(), Some(true));
         assert_eq!(service["server"].as_array().expect("servers").len(), 2);
         assert_eq!(service["backend_tls"]["verify"].as_str(), Some("ca"));
+        assert_eq!(service["listen"].as_str(), Some("127.0.0.1:8443"));
+    }
+
+    /// Without `--port`, the banner's lines to try name 127.0.0.1:8443, as the README says.
+    #[test]
+    fn demo_banner_names_the_default_port() {
+        let files = CertFiles {
+            cert_pem: PathBuf::from("/tmp/d/cert.pem"),
+            key_pem: PathBuf::from("/tmp/d/key.pem"),
+            cert_der: CertificateDer::from(vec![0u8]),
+            key_der: Vec::new(),
+        };
+        let listen = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), DEMO_PORT);
+        let text = banner(
+            listen,
+            Path::new("/tmp/d"),
+            Path::new("/tmp/d/r.toml"),
+            &files,
+            &[],
+            "",
+            "info",
+        );
+        assert!(text.contains("curl -k https://127.0.0.1:8443/"), "{text}");
+        assert!(text.contains("https://localhost:8443/"), "{text}");
     }
 }

@@ -83,20 +83,20 @@ pub fn listen_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
-/// The `listen = "..."` addresses of a config, in order.
-fn listen_addrs(config: &str) -> Vec<SocketAddr> {
+/// The `key = "ip:port"` addresses of a config (`listen`, `admin`), in order.
+fn addrs_of(config: &str, key: &str) -> Vec<SocketAddr> {
     config
         .lines()
         .filter_map(|line| {
-            let (key, value) = line.split_once('=')?;
-            if key.trim() != "listen" {
+            let (k, value) = line.split_once('=')?;
+            if k.trim() != key {
                 return None;
             }
             let value = value.trim().trim_matches('"');
             Some(
                 value
                     .parse()
-                    .unwrap_or_else(|e| panic!("listen address {value:?} in test config: {e}")),
+                    .unwrap_or_else(|e| panic!("{key} address {value:?} in test config: {e}")),
             )
         })
         .collect()
@@ -117,7 +117,7 @@ pub struct Proxy {
 impl Proxy {
     /// Writes `config` to a temporary directory, starts `ringmaster run -c FILE --log-level debug`
     /// with stdout and stderr in a log file there, and waits until every `listen` address of the
-    /// config accepts (polling, up to [`READY_TIMEOUT`]). Panics with the log if the process exits
+    /// config, and its `admin` address, accept (polling, up to [`READY_TIMEOUT`]). Panics with the log if the process exits
     /// or does not listen in time.
     pub fn start(config: &str) -> Proxy {
         Proxy::start_with_nofile(config, None)
@@ -126,7 +126,7 @@ impl Proxy {
     /// Like [`Proxy::start`], with the descriptor limit (`ulimit -n`, soft and hard) set to
     /// `nofile` when given.
     pub fn start_with_nofile(config: &str, nofile: Option<u64>) -> Proxy {
-        let listen = listen_addrs(config);
+        let listen = addrs_of(config, "listen");
         assert!(
             !listen.is_empty(),
             "test config has no listen address:\n{config}"
@@ -178,7 +178,14 @@ impl Proxy {
 
     fn wait_ready(&mut self, config: &str) {
         let deadline = Instant::now() + READY_TIMEOUT;
-        for addr in self.listen.clone() {
+        let admin = addrs_of(config, "admin");
+        for addr in self
+            .listen
+            .iter()
+            .chain(&admin)
+            .copied()
+            .collect::<Vec<_>>()
+        {
             loop {
                 if let Some(status) = self.try_exit() {
                     panic!(

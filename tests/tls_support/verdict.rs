@@ -60,8 +60,9 @@ pub fn run_to_exit(dir: &Path, args: &[&str], within: Duration) -> Finished {
 
 /// Runs `openssl s_client` against `addr` asking for [`FRONT_NAME`] and trusting `ca`, with
 /// `args` added and an empty stdin (so it closes right after the handshake); whether it exited
-/// 0, and its stdout and stderr. None when openssl is not installed.
-pub fn s_client(addr: SocketAddr, ca: &Path, args: &[&str]) -> Option<(bool, String)> {
+/// 0, and its stdout and stderr. Panics, saying so, when openssl is not installed (the test
+/// command, `tests/run.sh`, installs it).
+pub fn s_client(addr: SocketAddr, ca: &Path, args: &[&str]) -> (bool, String) {
     let ca = ca.to_str().expect("UTF-8 path");
     let connect = addr.to_string();
     let child = Command::new("openssl")
@@ -74,7 +75,9 @@ pub fn s_client(addr: SocketAddr, ca: &Path, args: &[&str]) -> Option<(bool, Str
         .spawn();
     let child = match child {
         Ok(child) => child,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => panic!(
+            "this test needs openssl (Debian package `openssl`); `bash tests/run.sh` installs it"
+        ),
         Err(e) => panic!("openssl s_client: {e}"),
     };
     let within = Duration::from_secs(20);
@@ -91,7 +94,7 @@ pub fn s_client(addr: SocketAddr, ca: &Path, args: &[&str]) -> Option<(bool, Str
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    Some((out.status.success(), text))
+    (out.status.success(), text)
 }
 
 /// Polls `cond` until it holds or `within` has passed; whether it held.
