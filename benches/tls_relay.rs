@@ -46,8 +46,9 @@ use rustls::{ClientConfig, ClientConnection, Connection, ServerConfig, ServerCon
 use rustls_pki_types::ServerName;
 
 use ringmaster::net::transport::{memory_pipe, MemoryEnd};
+use ringmaster::net::Endpoint;
 use ringmaster::proxy::registry::Registry;
-use ringmaster::proxy::relay::{relay, Endpoint};
+use ringmaster::proxy::relay::relay;
 use ringmaster::tls::certs::TlsCert;
 use ringmaster::tls::client::{accept_any, for_server, Verify};
 use ringmaster::tls::server::{for_worker, service_config, shared_ticketer, SniResolver};

@@ -107,29 +107,7 @@ pub struct EndCount {
     pub count: u64,
 }
 
-/// What an operator asked of a server through the admin API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[repr(u8)]
-pub enum AdminState {
-    /// Takes connections when healthy (the default).
-    Enabled,
-    /// No new connections; open ones finish; health checks go on.
-    Drain,
-    /// Maintenance: no new connections; open ones finish; health checks paused.
-    Disabled,
-}
-
-impl AdminState {
-    /// `enabled`, `drain` or `disabled`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdminState::Enabled => "enabled",
-            AdminState::Drain => "drain",
-            AdminState::Disabled => "disabled",
-        }
-    }
-}
+pub use crate::backend::state::AdminState;
 
 /// One real server of a service.
 #[derive(Debug, Clone, Serialize)]

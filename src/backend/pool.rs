@@ -28,33 +28,12 @@ pub const MAX_KEYS: usize = 4;
 /// A key no client asked for this long is forgotten with its connections.
 pub const KEY_TTL: Duration = Duration::from_secs(600);
 
-/// A connection that can say, without blocking, whether it can still carry a new client.
+/// A connection that can say, without blocking, whether it can still carry a new client. The
+/// pool's user implements it for the streams it pools (`proxy::warm`), so this module knows no
+/// stream type.
 pub trait Reusable {
     /// False if the peer closed it or sent something a fresh connection would not have.
     fn still_usable(&self) -> bool;
-}
-
-impl Reusable for crate::tls::stream::TlsStream {
-    fn still_usable(&self) -> bool {
-        self.absorb_pending()
-    }
-}
-
-impl Reusable for crate::net::TcpStream {
-    fn still_usable(&self) -> bool {
-        let mut byte = [0u8; 1];
-        // SAFETY: a non-blocking peek of one byte into a stack buffer; no read is in flight.
-        let n = unsafe {
-            libc::recv(
-                self.raw_fd(),
-                byte.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        // Nothing to read yet is the only healthy answer: 0 is EOF, data is unsolicited.
-        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
-    }
 }
 
 struct Idle<S, K> {

@@ -14,7 +14,31 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 
-use crate::admin::snapshot::AdminState;
+use serde::Serialize;
+
+/// What an operator asked of a server through the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum AdminState {
+    /// Takes connections when healthy (the default).
+    Enabled,
+    /// No new connections; open ones finish; health checks go on.
+    Drain,
+    /// Maintenance: no new connections; open ones finish; health checks paused.
+    Disabled,
+}
+
+impl AdminState {
+    /// `enabled`, `drain` or `disabled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Enabled => "enabled",
+            AdminState::Drain => "drain",
+            AdminState::Disabled => "disabled",
+        }
+    }
+}
 
 /// Whether a real server passes its health checks.
 #[repr(u8)]

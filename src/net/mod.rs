@@ -7,16 +7,19 @@
 //! - [`buffers`]: per-core pools of large I/O buffers; idle connections hold only small ones.
 //! - [`listener`]: `SO_REUSEPORT` listeners with an explicit backlog.
 //! - [`connect`]: backend connects bounded by a timeout without leaking an in-flight operation.
+//! - [`endpoint`]: what the relay needs from one end of a connection, plain or TLS.
 //! - [`stream`]: the TCP stream type the proxy reads and writes with owned buffers.
 //! - [`transport`]: what the TLS engine needs from a stream, for TCP and an in-memory pipe.
 
 pub mod affinity;
 pub mod buffers;
 pub mod connect;
+pub mod endpoint;
 pub mod listener;
 pub mod ring;
 pub mod stream;
 pub mod transport;
 
+pub use endpoint::Endpoint;
 pub use stream::TcpStream;
 pub use transport::Transport;

@@ -9,7 +9,7 @@ use rustls_pki_types::ServerName;
 
 use super::reencrypt::open_tls;
 use super::ServiceState;
-use crate::backend::pool::WarmPool;
+use crate::backend::pool::{Reusable, WarmPool};
 use crate::config::{Mode, Service};
 use crate::net::connect::connect;
 use crate::net::TcpStream;
@@ -21,6 +21,29 @@ pub type TlsKey = (ServerName<'static>, Vec<Vec<u8>>);
 pub type TlsPool = WarmPool<TlsStream, TlsKey>;
 /// A worker's pool of connected server sockets (offload).
 pub type TcpPool = WarmPool<TcpStream, ()>;
+
+impl Reusable for TlsStream {
+    fn still_usable(&self) -> bool {
+        self.absorb_pending()
+    }
+}
+
+impl Reusable for TcpStream {
+    fn still_usable(&self) -> bool {
+        let mut byte = [0u8; 1];
+        // SAFETY: a non-blocking peek of one byte into a stack buffer; no read is in flight.
+        let n = unsafe {
+            libc::recv(
+                self.raw_fd(),
+                byte.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        // Nothing to read yet is the only healthy answer: 0 is EOF, data is unsolicited.
+        n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+    }
+}
 
 /// How often a pool is checked even when nothing happened: expires idle connections.
 const SWEEP: Duration = Duration::from_secs(5);

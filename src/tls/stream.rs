@@ -34,8 +34,8 @@ use rustls::Connection;
 use tokio::sync::Notify;
 
 use crate::net::buffers::ReadBuf;
+use crate::net::endpoint::{is_benign_close_error, Endpoint};
 use crate::net::{TcpStream, Transport};
-use crate::proxy::relay::{is_benign_close_error, Endpoint};
 
 /// Size of the ciphertext buffer a session waits with; an idle session holds this much (a small
 /// request or response record fits; a read that fills it continues in a large pooled buffer).
