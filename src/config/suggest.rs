@@ -4,20 +4,9 @@
 /// Largest edit distance at which a word is offered as "did you mean".
 const MAX_TYPO_DISTANCE: usize = 2;
 
-/// Levenshtein distance between `a` and `b`, counted in characters.
+/// Levenshtein distance between `a` and `b`, counted in characters (`strsim`).
 pub(super) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = substitute.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
+    strsim::levenshtein(a, b)
 }
 
 /// The candidate closest to `word`, if one is within edit distance 2 (the first on a tie).
