@@ -1,4 +1,5 @@
-//! The HTTP/1.x status line of a health check's answer: `HTTP/1.1 200 OK\r\n`.
+//! The HTTP/1.x status line of a health check's answer: `HTTP/1.1 200 OK\r\n`, parsed with
+//! `httparse`.
 //!
 //! [`parse_status`] looks at the bytes received so far and says whether they already decide the
 //! status code, need more bytes, or cannot be an HTTP response. It decides as early as the bytes
@@ -9,6 +10,9 @@
 
 /// `HTTP/d.d ddd` followed by a space or the line end: the shortest prefix that decides.
 const DECIDING_LEN: usize = 13;
+
+/// Headers an interim answer may carry before it is refused.
+const MAX_HEADERS: usize = 64;
 
 /// What the bytes received so far say about the status line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,86 +29,43 @@ pub enum StatusLine {
 /// documentation.
 pub fn parse_status(mut buf: &[u8]) -> StatusLine {
     loop {
-        let status = match status_code(buf) {
-            Ok(status) => status,
-            Err(other) => return other,
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let parsed = response.parse(buf);
+        let (status, code) = match (parsed, response.code) {
+            (Err(httparse::Error::Version), _) => {
+                return StatusLine::Invalid("not an HTTP response")
+            }
+            (Err(httparse::Error::TooManyHeaders), _) => {
+                return StatusLine::Invalid("more than 64 headers in an interim answer")
+            }
+            (Err(_), None) => return StatusLine::Invalid("malformed HTTP status line"),
+            (Err(_), Some(_)) if buf.len() <= DECIDING_LEN => {
+                return StatusLine::Invalid("malformed HTTP status line")
+            }
+            (Err(_), Some(_)) => return StatusLine::Invalid("malformed HTTP response head"),
+            // The three digits are there, but a fourth could still make them invalid.
+            (Ok(httparse::Status::Partial), Some(_)) if buf.len() < DECIDING_LEN => {
+                return StatusLine::Incomplete
+            }
+            (Ok(httparse::Status::Partial), None) => return StatusLine::Incomplete,
+            (Ok(status), Some(code)) => (status, code),
+            (Ok(httparse::Status::Complete(_)), None) => {
+                return StatusLine::Invalid("malformed HTTP status line")
+            }
         };
+        if code < 100 {
+            return StatusLine::Invalid("HTTP status code below 100");
+        }
         // 101 Switching Protocols is final (and wrong for a health check); other 1xx are interim.
-        if !(100..200).contains(&status) || status == 101 {
-            return StatusLine::Status(status);
+        if !(100..200).contains(&code) || code == 101 {
+            return StatusLine::Status(code);
         }
-        // From the byte that ended the code, so `HTTP/1.1 100\n\n` ends where it should.
-        let from = DECIDING_LEN - 1;
-        match end_of_head(&buf[from..]) {
-            Some(end) => buf = &buf[from + end..],
-            None => return StatusLine::Incomplete,
+        match status {
+            httparse::Status::Complete(len) => buf = &buf[len..],
+            httparse::Status::Partial => return StatusLine::Incomplete,
         }
     }
-}
-
-/// The status code of the status line at the start of `buf`.
-fn status_code(buf: &[u8]) -> Result<u16, StatusLine> {
-    /// What each position of `HTTP/d.d ddd?` must hold.
-    enum Want {
-        Byte(u8),
-        Digit,
-        /// A space, or the end of the line (a status line without a reason phrase).
-        End,
-    }
-    const TEMPLATE: [Want; DECIDING_LEN] = [
-        Want::Byte(b'H'),
-        Want::Byte(b'T'),
-        Want::Byte(b'T'),
-        Want::Byte(b'P'),
-        Want::Byte(b'/'),
-        Want::Digit,
-        Want::Byte(b'.'),
-        Want::Digit,
-        Want::Byte(b' '),
-        Want::Digit,
-        Want::Digit,
-        Want::Digit,
-        Want::End,
-    ];
-    for (i, want) in TEMPLATE.iter().enumerate() {
-        let Some(&byte) = buf.get(i) else {
-            return Err(StatusLine::Incomplete);
-        };
-        let fits = match want {
-            Want::Byte(b) => byte == *b,
-            Want::Digit => byte.is_ascii_digit(),
-            Want::End => matches!(byte, b' ' | b'\r' | b'\n'),
-        };
-        if !fits {
-            return Err(StatusLine::Invalid(if i < 5 {
-                "not an HTTP response"
-            } else {
-                "malformed HTTP status line"
-            }));
-        }
-    }
-    let code = buf[9..12]
-        .iter()
-        .fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
-    if code < 100 {
-        return Err(StatusLine::Invalid("HTTP status code below 100"));
-    }
-    Ok(code)
-}
-
-/// The offset just past the blank line that ends a response head (`\r\n\r\n` or a bare
-/// `\n\n`), searched from the byte that ends the status code.
-fn end_of_head(buf: &[u8]) -> Option<usize> {
-    let mut previous_newline = false;
-    for (i, &byte) in buf.iter().enumerate() {
-        match byte {
-            b'\n' if previous_newline => return Some(i + 1),
-            b'\n' => previous_newline = true,
-            b'\r' => {}
-            _ => previous_newline = false,
-        }
-    }
-    None
 }
 
 #[cfg(test)]
