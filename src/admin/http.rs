@@ -1,10 +1,13 @@
-//! A strict, small HTTP/1.1 request parser and response writer for the admin listener.
+//! A strict, small HTTP/1.1 request parser (on `httparse`) and response writer for the admin
+//! listener.
 //!
 //! The admin API is for operators and scrapers, never for arbitrary traffic, so the parser takes
 //! only what it needs and refuses the rest with a status and a message that says what was wrong:
 //! origin-form targets, `Content-Length` bodies (no chunked encoding), lines ended by CRLF, header
-//! names that are tokens and values without control bytes, no obsolete line folding. Sizes are
-//! bounded ([`MAX_HEAD`], [`MAX_BODY`]) and so is the time a client may take ([`read_request`]).
+//! names that are tokens and values of visible ASCII, no obsolete line folding. `httparse` reads
+//! the grammar; the checks it leaves to its caller (bare LF, bytes above ASCII, one Host, the
+//! length) are made here. Sizes are bounded ([`MAX_HEAD`], [`MAX_BODY`], [`MAX_HEADERS`]) and so is
+//! the time a client may take ([`read_request`]).
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -17,11 +20,15 @@ pub const MAX_HEAD: usize = 8 * 1024;
 /// object; 64 KiB bounds the memory one connection can make the admin thread hold.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// The most header lines a request may have.
+pub const MAX_HEADERS: usize = 64;
+
 /// Bytes asked of the socket per read: one page, more than a whole browser request.
 const READ_CHUNK: usize = 4096;
 
 /// A parsed request. Header names are lower-cased; the target is split at `?` and not decoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Its `Debug` form hides the value of `Authorization`, so a logged request never shows a token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Request {
     /// The method, as sent (methods are case-sensitive).
     pub method: String,
@@ -33,6 +40,30 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The body (`Content-Length` bytes; empty without that header).
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                let shown = if n == "authorization" {
+                    "(hidden)"
+                } else {
+                    v.as_str()
+                };
+                (n.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("headers", &headers)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Request {
@@ -114,47 +145,137 @@ pub enum Head {
 /// Returns [`Head::Partial`] while no blank line has arrived and `buf` is under [`MAX_HEAD`]; an
 /// error as soon as the bytes received cannot be the start of a valid request.
 pub fn parse_head(buf: &[u8]) -> Result<Head, HttpError> {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        // Refuse early what can never become valid, rather than wait for more.
-        check_partial(buf)?;
-        if buf.len() >= MAX_HEAD {
-            return Err(HttpError::HeadTooLarge);
-        }
-        return Ok(Head::Partial);
+    check_lines(buf)?;
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let status = parsed.parse(buf).map_err(|e| refusal(buf, e))?;
+    // Once the request line is whole, its target is judged, complete head or not.
+    if parsed.version.is_some() {
+        check_target(parsed.path.unwrap_or_default())?;
+    }
+    let head_len = match status {
+        httparse::Status::Complete(len) if len > MAX_HEAD => return Err(HttpError::HeadTooLarge),
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial if buf.len() >= MAX_HEAD => return Err(HttpError::HeadTooLarge),
+        httparse::Status::Partial => return Ok(Head::Partial),
     };
-    let head_len = end + 4;
-    if head_len > MAX_HEAD {
-        return Err(HttpError::HeadTooLarge);
-    }
-    // Up to the CR of the last header line, so that every line split at LF ends with its CR.
-    let text = &buf[..end + 1];
-    let mut lines = text.split(|&b| b == b'\n');
-    let request_line = strip_cr(lines.next().unwrap_or_default(), 1)?;
-    let (method, path, query, version) = parse_request_line(request_line)?;
-
-    let mut headers = Vec::new();
-    for (i, line) in lines.enumerate() {
-        let line_no = i + 2;
-        let line = strip_cr(line, line_no)?;
-        headers.push(parse_header(line, line_no)?);
-    }
-
+    let target = parsed.path.unwrap_or_default();
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (target.to_string(), None),
+    };
     let mut request = Request {
-        method,
+        method: parsed.method.unwrap_or_default().to_string(),
         path,
         query,
-        headers,
+        headers: Vec::with_capacity(parsed.headers.len()),
         body: Vec::new(),
     };
+    for h in parsed.headers.iter() {
+        if let Some(&b) = h.value.iter().find(|&&b| !is_visible_or_blank(b)) {
+            return Err(bad(format!(
+                "byte 0x{b:02x} in the value of header {:?}",
+                h.name
+            )));
+        }
+        // Visible ASCII now, so nothing is lost.
+        let value = String::from_utf8_lossy(trim_blanks(h.value)).into_owned();
+        request.headers.push((h.name.to_ascii_lowercase(), value));
+    }
     if request.header("transfer-encoding").is_some() {
         return Err(HttpError::LengthRequired);
     }
     let body_len = content_length(&request)?;
-    if version == "HTTP/1.1" && request.header_count("host") != 1 {
+    if parsed.version == Some(1) && request.header_count("host") != 1 {
         return Err(bad("HTTP/1.1 needs exactly one Host header"));
     }
     request.body.reserve_exact(body_len);
     Ok(Head::Complete(request, head_len, body_len))
+}
+
+/// What `httparse` leaves to its caller, checked on every prefix: no blank line before the
+/// request line, no line ended by a bare LF, nothing but visible ASCII in the request line.
+fn check_lines(buf: &[u8]) -> Result<(), HttpError> {
+    if matches!(buf.first(), Some(b'\r' | b'\n')) {
+        return Err(bad("an empty line before the request line"));
+    }
+    let head = match find(buf, b"\r\n\r\n") {
+        Some(end) => &buf[..end + 4],
+        None => buf,
+    };
+    let mut line_no = 1;
+    for (i, &b) in head.iter().enumerate() {
+        if b == b'\n' {
+            if i == 0 || head[i - 1] != b'\r' {
+                return Err(bad(format!(
+                    "line {line_no} ends with a bare LF; HTTP lines end with CRLF"
+                )));
+            }
+            line_no += 1;
+        } else if line_no == 1 && b != b'\r' && !(0x20..0x7f).contains(&b) {
+            return Err(bad(format!(
+                "byte 0x{b:02x} in the request line; this is not an HTTP/1.1 request"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The error for what `httparse` refused, in words.
+fn refusal(buf: &[u8], e: httparse::Error) -> HttpError {
+    let line = buf
+        .split(|&b| b == b'\r' || b == b'\n')
+        .next()
+        .unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    match e {
+        httparse::Error::Version => {
+            let parts: Vec<&str> = line.split(' ').collect();
+            let version = parts.last().copied().unwrap_or_default();
+            let b = version.as_bytes();
+            let well_formed = b.len() == 8
+                && version.starts_with("HTTP/")
+                && b[5].is_ascii_digit()
+                && b[6] == b'.'
+                && b[7].is_ascii_digit();
+            if parts.len() == 3 && well_formed {
+                HttpError::Version(version.to_string())
+            } else {
+                bad(format!(
+                    "request line {line:?} is not `METHOD /path HTTP/1.1` (single spaces)"
+                ))
+            }
+        }
+        httparse::Error::Token => bad(format!("request line {line:?}: the method is not a token")),
+        httparse::Error::NewLine => bad(format!(
+            "request line {line:?} is not `METHOD /path HTTP/1.1` (single spaces)"
+        )),
+        httparse::Error::HeaderName => bad(
+            "a header line is not `Name: value` (a name that is a token, no blank before the \
+             colon, no folded lines)",
+        ),
+        httparse::Error::HeaderValue => bad("a header value holds a control byte"),
+        httparse::Error::TooManyHeaders => HttpError::HeadTooLarge,
+        httparse::Error::Status => bad("malformed request"),
+    }
+}
+
+/// The request target: origin form only, visible ASCII, no fragment.
+fn check_target(target: &str) -> Result<(), HttpError> {
+    if !target.starts_with('/') {
+        return Err(bad(format!(
+            "request target {target:?} must be a path starting with '/'"
+        )));
+    }
+    if !target.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return Err(bad(
+            "the request target holds bytes that are not visible ASCII",
+        ));
+    }
+    if target.contains('#') {
+        return Err(bad("the request target holds a fragment ('#')"));
+    }
+    Ok(())
 }
 
 /// Reads one request from `stream`: the head, then `Content-Length` bytes of body, however the
@@ -225,94 +346,6 @@ fn read_some<S: Read + ?Sized>(
     }
 }
 
-/// Checks the bytes of an unfinished head: a complete first line must already be a valid
-/// request line, and no byte may be one that can never appear in a head.
-fn check_partial(buf: &[u8]) -> Result<(), HttpError> {
-    if let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-        parse_request_line(strip_cr(&buf[..nl], 1)?)?;
-    } else if let Some(&b) = buf.iter().find(|&&b| b != b'\r' && !is_visible_or_blank(b)) {
-        return Err(bad(format!(
-            "byte 0x{b:02x} in the request line; this is not an HTTP/1.1 request"
-        )));
-    }
-    Ok(())
-}
-
-fn strip_cr(line: &[u8], line_no: usize) -> Result<&[u8], HttpError> {
-    match line.strip_suffix(b"\r") {
-        Some(l) => Ok(l),
-        None => Err(bad(format!(
-            "line {line_no} ends with a bare LF; HTTP lines end with CRLF"
-        ))),
-    }
-}
-
-fn parse_request_line(line: &[u8]) -> Result<(String, String, Option<String>, String), HttpError> {
-    let text = std::str::from_utf8(line)
-        .ok()
-        .filter(|t| t.bytes().all(|b| (0x21..0x7f).contains(&b) || b == b' '))
-        .ok_or_else(|| bad("the request line holds bytes that are not visible ASCII"))?;
-    let parts: Vec<&str> = text.split(' ').collect();
-    let [method, target, version] = parts[..] else {
-        return Err(bad(format!(
-            "request line {text:?} is not `METHOD /path HTTP/1.1` (single spaces)"
-        )));
-    };
-    if method.is_empty() || !method.bytes().all(is_token) {
-        return Err(bad(format!("method {method:?} is not a token")));
-    }
-    if !target.starts_with('/') {
-        return Err(bad(format!(
-            "request target {target:?} must be a path starting with '/'"
-        )));
-    }
-    if target.contains('#') {
-        return Err(bad("the request target holds a fragment ('#')"));
-    }
-    match version {
-        "HTTP/1.1" | "HTTP/1.0" => {}
-        v if v.len() == 8 && v.starts_with("HTTP/") && v.as_bytes()[6] == b'.' => {
-            return Err(HttpError::Version(v.to_string()))
-        }
-        v => return Err(bad(format!("{v:?} is not an HTTP version"))),
-    }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (target.to_string(), None),
-    };
-    Ok((method.to_string(), path, query, version.to_string()))
-}
-
-fn parse_header(line: &[u8], line_no: usize) -> Result<(String, String), HttpError> {
-    if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
-        return Err(bad(format!(
-            "line {line_no} starts with a blank: folded header lines are not accepted"
-        )));
-    }
-    let Some(colon) = line.iter().position(|&b| b == b':') else {
-        return Err(bad(format!("line {line_no} is not `Name: value`")));
-    };
-    let name = &line[..colon];
-    if name.is_empty() || !name.iter().all(|&b| is_token(b)) {
-        return Err(bad(format!(
-            "line {line_no}: header name {:?} is not a token",
-            String::from_utf8_lossy(name)
-        )));
-    }
-    let value = trim_blanks(&line[colon + 1..]);
-    if let Some(&b) = value.iter().find(|&&b| !is_visible_or_blank(b)) {
-        return Err(bad(format!(
-            "line {line_no}: byte 0x{b:02x} in the value of header {:?}",
-            String::from_utf8_lossy(name)
-        )));
-    }
-    // Both are ASCII now, so these conversions cannot fail or lose anything.
-    Ok((
-        String::from_utf8_lossy(name).to_ascii_lowercase(),
-        String::from_utf8_lossy(value).into_owned(),
-    ))
-}
-
 fn content_length(request: &Request) -> Result<usize, HttpError> {
     let mut length: Option<u64> = None;
     for (_, value) in request
@@ -337,10 +370,6 @@ fn content_length(request: &Request) -> Result<usize, HttpError> {
         Some(n) => Ok(n as usize),
         None => Ok(0),
     }
-}
-
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn is_visible_or_blank(b: u8) -> bool {

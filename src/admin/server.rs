@@ -1,95 +1,88 @@
-//! The admin listener's threads: one accepts, and each connection is served on its own short-lived
-//! thread, at most [`MAX_CONNECTIONS`] at a time (beyond that the answer is 503 at once). One
-//! request per connection (`Connection: close`); every read and write is bounded in time, so a
-//! slow or silent client holds a handler for [`REQUEST_DEADLINE`] at most, and never the others.
+//! The admin listener: one thread runs an event loop (`poll(2)`) that accepts, reads each request
+//! without blocking, checks who may send it as soon as its headers are in, and writes the answers;
+//! a few handler threads run the routes (a reload takes a while).
 //!
-//! This is plain blocking std networking on purpose: the admin port sees a scrape every few
-//! seconds and an operator now and then, and must keep working when the workers are saturated.
+//! Slow clients cost a table entry each, never a thread, and cannot starve a scraper: the table
+//! holds [`MAX_CONNECTIONS`] connections, at most [`MAX_PER_CLIENT`] per client address, and when
+//! it is full the connection that has been sending its request the longest is dropped to make
+//! room, so a new `/metrics` request always gets in and is answered in a few milliseconds,
+//! whatever a crowd of silent connections does. A request's head must arrive within
+//! [`HEAD_DEADLINE`](super::conn::HEAD_DEADLINE) and the whole request within
+//! [`REQUEST_DEADLINE`](super::conn::REQUEST_DEADLINE).
+//!
+//! Plain std networking on purpose: the admin port sees a scrape every few seconds and an
+//! operator now and then, and must keep working when the workers are saturated.
 
-use std::collections::HashMap;
-use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use super::api;
+use super::conn::{Conn, Next};
 use super::control::Control;
-use super::http::read_request;
+use super::http::{Request, Response};
+use super::policy::Policy;
 
-/// The most connections served at once. Scrapers and operators need a handful; the bound keeps a
-/// flood of connections from spawning a thread each.
-pub const MAX_CONNECTIONS: usize = 16;
-
-/// How long a client may take to send its whole request.
-pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
-
-/// The longest any single read or write may block.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// After answering, how long to read and discard what the client still sends, so that closing
-/// with unread bytes does not reset the connection before the client read the answer.
-const LINGER: Duration = Duration::from_secs(1);
-
-/// The most bytes discarded while lingering.
-const LINGER_BYTES: usize = 256 * 1024;
-
-/// How long the acceptor pauses after a failed `accept` (EMFILE ...), so that it does not spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// Stack size of handler threads: a request is at most 72 KiB and the work is shallow.
+/// Connections held at once (requests being read, handled or answered).
+pub const MAX_CONNECTIONS: usize = 256;
+/// Of those, the most from one client address.
+pub const MAX_PER_CLIENT: usize = 32;
+/// Threads that run routes.
+const HANDLERS: usize = 4;
+/// Requests waiting for a handler thread; beyond, the answer is 503 at once.
+const QUEUED: usize = 64;
+/// The loop wakes at least this often (to notice a stop).
+const TICK: Duration = Duration::from_millis(100);
+/// Stack size of handler threads: the work is shallow.
 const HANDLER_STACK: usize = 256 * 1024;
 
 /// A running admin listener. [`AdminServer::stop`] (or dropping it) stops accepting, closes open
 /// connections and joins every thread.
 pub struct AdminServer {
     addr: SocketAddr,
-    shared: Arc<Shared>,
-    /// A second handle on the listening socket, to wake the acceptor with `shutdown`.
-    listener: TcpListener,
-    acceptor: Option<JoinHandle<()>>,
+    stopping: Arc<AtomicBool>,
+    waker: UnixStream,
+    thread: Option<JoinHandle<()>>,
 }
 
-/// What the acceptor and the handlers share.
-struct Shared {
-    stopping: AtomicBool,
-    token: Option<String>,
-    control: Arc<dyn Control>,
-    /// Connections being served, by id: a clone of each stream, so that stopping can shut them
-    /// down and wake their handlers at once.
-    open: Mutex<HashMap<u64, TcpStream>>,
-}
+/// A request for a handler thread: the connection's slot, its generation, what to answer.
+type Job = (usize, u64, Request, bool);
+/// A handler's answer for a slot and generation.
+type Done = (usize, u64, Response, bool);
 
-/// Starts serving the admin API on `listener` (already bound) in a new thread. With `token`, every
-/// request needs `Authorization: Bearer <token>`.
+/// Starts serving the admin API on `listener` (already bound) in new threads. With `token`, every
+/// request needs `Authorization: Bearer <token>`; see [`Policy`] for what else is checked.
 pub fn spawn(
     listener: TcpListener,
     token: Option<String>,
     control: Arc<dyn Control>,
 ) -> io::Result<AdminServer> {
-    listener.set_nonblocking(false)?;
+    listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
-    let waker = listener.try_clone()?;
-    let shared = Arc::new(Shared {
-        stopping: AtomicBool::new(false),
-        token,
-        control,
-        open: Mutex::new(HashMap::new()),
-    });
-    let acceptor = {
-        let shared = Arc::clone(&shared);
+    let (waker, wake) = UnixStream::pair()?;
+    waker.set_nonblocking(true)?;
+    wake.set_nonblocking(true)?;
+    let stopping = Arc::new(AtomicBool::new(false));
+    let policy = Policy::new(token, addr);
+    let event_loop = {
+        let stopping = stopping.clone();
+        let waker = waker.try_clone()?;
         thread::Builder::new()
             .name("admin".into())
-            .spawn(move || accept_loop(&listener, &shared))?
+            .spawn(move || Loop::new(listener, wake, waker, policy, control).run(&stopping))?
     };
     tracing::debug!(%addr, "admin listener started");
     Ok(AdminServer {
         addr,
-        shared,
-        listener: waker,
-        acceptor: Some(acceptor),
+        stopping,
+        waker,
+        thread: Some(event_loop),
     })
 }
 
@@ -99,26 +92,20 @@ impl AdminServer {
         self.addr
     }
 
-    /// Stops accepting, shuts down the connections being served and joins every admin thread.
-    /// Returns once they are gone: promptly, unless a handler is inside a [`Control`] call.
+    /// Stops accepting, closes every connection and joins every admin thread. Returns promptly,
+    /// unless a handler is inside a [`Control`] call.
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        let Some(acceptor) = self.acceptor.take() else {
+        let Some(thread) = self.thread.take() else {
             return;
         };
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        // On Linux, shutting down a listening socket makes a blocked `accept` return EINVAL.
-        // SAFETY: the fd belongs to `self.listener`, which is alive for the whole call.
-        let rc = unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
-        if rc != 0 {
-            // Fall back to waking it with a connection of our own.
-            let _ = TcpStream::connect_timeout(&wake_addr(self.addr), IO_TIMEOUT);
-        }
-        if acceptor.join().is_err() {
-            tracing::error!("admin acceptor thread panicked");
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = (&self.waker).write(&[1]);
+        if thread.join().is_err() {
+            tracing::error!("admin event loop panicked");
         }
         tracing::debug!(addr = %self.addr, "admin listener stopped");
     }
@@ -130,162 +117,247 @@ impl Drop for AdminServer {
     }
 }
 
-/// Where to connect to reach a listener bound to `addr` (an unspecified address means loopback).
-fn wake_addr(addr: SocketAddr) -> SocketAddr {
-    let mut a = addr;
-    if a.ip().is_unspecified() {
-        a.set_ip(match a {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    a
+/// The event loop's state.
+struct Loop {
+    listener: TcpListener,
+    wake: UnixStream,
+    policy: Policy,
+    conns: Vec<Option<(u64, Conn)>>,
+    generation: u64,
+    jobs: Option<SyncSender<Job>>,
+    done: Receiver<Done>,
+    handlers: Vec<JoinHandle<()>>,
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>) {
-    let mut handlers: Vec<JoinHandle<()>> = Vec::new();
-    let mut next_id = 0u64;
-    loop {
-        let accepted = listener.accept();
-        if shared.stopping.load(Ordering::SeqCst) {
-            break;
+impl Loop {
+    fn new(
+        listener: TcpListener,
+        wake: UnixStream,
+        waker: UnixStream,
+        policy: Policy,
+        control: Arc<dyn Control>,
+    ) -> Self {
+        let (jobs, queue) = mpsc::sync_channel::<Job>(QUEUED);
+        let (finished, done) = mpsc::channel::<Done>();
+        let queue = Arc::new(Mutex::new(queue));
+        let handlers = (0..HANDLERS)
+            .filter_map(|i| {
+                let queue = queue.clone();
+                let finished = finished.clone();
+                let control = control.clone();
+                let waker = waker.try_clone().ok()?;
+                thread::Builder::new()
+                    .name(format!("admin-h{i}"))
+                    .stack_size(HANDLER_STACK)
+                    .spawn(move || handle_jobs(&queue, &finished, &waker, &*control))
+                    .map_err(|e| tracing::warn!(error = %e, "admin: cannot start a handler thread"))
+                    .ok()
+            })
+            .collect();
+        Self {
+            listener,
+            wake,
+            policy,
+            conns: Vec::new(),
+            generation: 0,
+            jobs: Some(jobs),
+            done,
+            handlers,
         }
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "admin listener: accept failed");
-                thread::sleep(ACCEPT_ERROR_PAUSE);
-                continue;
+    }
+
+    fn run(mut self, stopping: &AtomicBool) {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut slots: Vec<usize> = Vec::new();
+        while !stopping.load(Ordering::SeqCst) {
+            self.poll(&mut fds, &mut slots);
+            let now = Instant::now();
+            self.drain_wake();
+            self.collect_answers();
+            if fds[0].revents != 0 {
+                self.accept_all();
             }
+            for (pfd, &slot) in fds[2..].iter().zip(&slots) {
+                let due = self.conns[slot]
+                    .as_ref()
+                    .and_then(|(_, c)| c.deadline())
+                    .is_some_and(|d| now >= d);
+                if pfd.revents != 0 || due {
+                    self.drive(slot, now);
+                }
+            }
+            self.conns.iter_mut().for_each(|entry| {
+                if entry
+                    .as_ref()
+                    .is_some_and(|(_, c)| matches!(c.state, super::conn::State::Done))
+                {
+                    *entry = None;
+                }
+            });
+        }
+        // Handler threads end when the queue closes; answers in flight are dropped.
+        self.jobs = None;
+        self.conns.clear();
+        for h in self.handlers.drain(..) {
+            if h.join().is_err() {
+                tracing::error!("admin handler thread panicked");
+            }
+        }
+    }
+
+    /// Waits for the listener, the waker or a connection, up to the nearest deadline (at most
+    /// [`TICK`]). `fds[0]` is the listener, `fds[1]` the waker, then `slots[i]`'s socket.
+    fn poll(&self, fds: &mut Vec<libc::pollfd>, slots: &mut Vec<usize>) {
+        fds.clear();
+        slots.clear();
+        let entry = |fd: i32, events: i16| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
         };
-        handlers.retain(|h| !h.is_finished());
-        if handlers.len() >= MAX_CONNECTIONS {
-            refuse(stream, "too many admin connections at once; try again");
-            continue;
-        }
-        next_id += 1;
-        match start_handler(next_id, stream, shared) {
-            Ok(h) => handlers.push(h),
-            Err(e) => tracing::warn!(error = %e, "admin listener: cannot start a handler"),
-        }
-    }
-    // Wake every handler blocked on its client, then wait for them.
-    for (_, stream) in lock(&shared.open).drain() {
-        let _ = stream.shutdown(Shutdown::Both);
-    }
-    for h in handlers {
-        if h.join().is_err() {
-            tracing::error!("admin handler thread panicked");
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The map stays consistent whatever a panicking holder did: entries are only added or removed.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn start_handler(id: u64, stream: TcpStream, shared: &Arc<Shared>) -> io::Result<JoinHandle<()>> {
-    let registered = stream.try_clone()?;
-    lock(&shared.open).insert(id, registered);
-    let shared_for_thread = Arc::clone(shared);
-    let spawned = thread::Builder::new()
-        .name("admin-conn".into())
-        .stack_size(HANDLER_STACK)
-        .spawn(move || {
-            // Unregistered on the way out, even if a `Control` call panics.
-            let _registered = Registered(id, &shared_for_thread);
-            serve(stream, &shared_for_thread);
-        });
-    match spawned {
-        Ok(h) => Ok(h),
-        Err(e) => {
-            if let Some(stream) = lock(&shared.open).remove(&id) {
-                refuse(
-                    stream,
-                    "the admin server cannot start a thread now; try again",
-                );
+        fds.push(entry(self.listener.as_raw_fd(), libc::POLLIN));
+        fds.push(entry(self.wake.as_raw_fd(), libc::POLLIN));
+        let now = Instant::now();
+        let mut timeout = TICK;
+        for (slot, entry_) in self.conns.iter().enumerate() {
+            let Some((_, conn)) = entry_ else { continue };
+            if let Some(d) = conn.deadline() {
+                timeout = timeout.min(d.saturating_duration_since(now));
             }
-            Err(e)
+            let events = match conn.wants_read() {
+                Some(true) => libc::POLLIN,
+                Some(false) => libc::POLLOUT,
+                None => 0,
+            };
+            fds.push(entry(conn.stream.as_raw_fd(), events));
+            slots.push(slot);
         }
+        let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+        let _ = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, millis) };
     }
-}
 
-/// Removes a connection from [`Shared::open`] when its handler ends.
-struct Registered<'a>(u64, &'a Shared);
-
-impl Drop for Registered<'_> {
-    fn drop(&mut self) {
-        lock(&self.1.open).remove(&self.0);
+    fn drain_wake(&self) {
+        let mut sink = [0u8; 64];
+        while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
     }
-}
 
-/// Answers 503 without reading the request, from the acceptor: the write fits in the socket's
-/// send buffer, and the timeout bounds it if it does not.
-fn refuse(mut stream: TcpStream, why: &str) {
-    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-    let _ = api::error(503, why, &[]).write_to(&mut stream, false);
-    // Discard what already arrived so that the close is a FIN, not a reset that could destroy
-    // the answer in flight.
-    let _ = stream.set_nonblocking(true);
-    let mut sink = [0u8; 4096];
-    for _ in 0..16 {
-        if !matches!(stream.read(&mut sink), Ok(n) if n > 0) {
-            break;
-        }
-    }
-    let _ = stream.shutdown(Shutdown::Write);
-}
-
-/// Serves one request on `stream` and closes it.
-fn serve(mut stream: TcpStream, shared: &Shared) {
-    let peer = stream.peer_addr().ok();
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let deadline = Instant::now() + REQUEST_DEADLINE;
-    // `Read` is implemented for `&TcpStream`, so the reader and the timeout setter can share it.
-    let reader = &stream;
-    let mut set_timeout = |left: Duration| reader.set_read_timeout(Some(left.min(IO_TIMEOUT)));
-    let (response, head_only) = match read_request(&mut &stream, deadline, &mut set_timeout) {
-        Ok(request) => {
-            let head_only = request.method == "HEAD";
-            let token = shared.token.as_deref();
-            (api::handle(&request, token, &*shared.control), head_only)
-        }
-        Err(e) => match e.status() {
-            Some(status) => {
-                tracing::debug!(?peer, error = %e, "admin: bad request");
-                (api::error(status, &e.to_string(), &[]), false)
+    fn accept_all(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer.ip()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin listener: accept failed");
+                    return;
+                }
             }
-            None => {
-                tracing::debug!(?peer, error = %e, "admin: connection dropped");
+        }
+    }
+
+    /// Takes a new connection, making room first: a client at its share loses its own slowest
+    /// request; a full table loses its slowest request from anyone.
+    fn admit(&mut self, stream: std::net::TcpStream, peer: IpAddr) {
+        let mine = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|(_, c)| c.peer == peer)
+            .count();
+        if mine >= MAX_PER_CLIENT {
+            self.evict_slowest(Some(peer));
+        }
+        if self.conns.iter().flatten().count() >= MAX_CONNECTIONS {
+            self.evict_slowest(None);
+        }
+        let conn = match Conn::new(stream, peer) {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::debug!(error = %e, "admin: cannot set up a connection");
                 return;
             }
-        },
-    };
-    if let Err(e) = response.write_to(&mut stream, head_only) {
-        tracing::debug!(?peer, error = %e, "admin: writing the answer failed");
-        return;
+        };
+        self.generation += 1;
+        let entry = Some((self.generation, conn));
+        match self.conns.iter().position(Option::is_none) {
+            Some(free) => self.conns[free] = entry,
+            None => self.conns.push(entry),
+        }
     }
-    linger(&mut stream);
+
+    /// Drops the connection that has been sending its request the longest (of `peer`, when
+    /// given). Connections already answered or handled are kept.
+    fn evict_slowest(&mut self, peer: Option<IpAddr>) {
+        let oldest = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|(_, c)| (i, c)))
+            .filter(|(_, c)| c.reading() && peer.is_none_or(|p| c.peer == p))
+            .min_by_key(|(_, c)| c.accepted)
+            .map(|(i, _)| i);
+        if let Some(i) = oldest {
+            if let Some((_, conn)) = self.conns[i].take() {
+                tracing::debug!(peer = %conn.peer, "admin: dropped the slowest request to make room");
+            }
+        }
+    }
+
+    fn drive(&mut self, slot: usize, now: Instant) {
+        let Some((generation, conn)) = self.conns[slot].as_mut() else {
+            return;
+        };
+        if let Next::Dispatch(request, head_only) = conn.drive(&self.policy, now) {
+            let job = (slot, *generation, request, head_only);
+            let sent = match &self.jobs {
+                Some(jobs) => jobs.try_send(job),
+                None => return,
+            };
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sent {
+                conn.answer(
+                    &api::error(503, "the admin API is busy; try again", &[]),
+                    false,
+                );
+                conn.drive(&self.policy, now);
+            }
+        }
+    }
+
+    /// Hands each finished answer to its connection, if it is still the same one.
+    fn collect_answers(&mut self) {
+        while let Ok((slot, generation, response, head_only)) = self.done.try_recv() {
+            let Some(Some((g, conn))) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            if *g == generation {
+                conn.answer(&response, head_only);
+                conn.drive(&self.policy, Instant::now());
+            }
+        }
+    }
 }
 
-/// Half-closes, then reads and discards until the client closes (or [`LINGER`] passes), so that
-/// unread request bytes do not turn the close into a reset that destroys the answer in flight.
-fn linger(stream: &mut TcpStream) {
-    let _ = stream.shutdown(Shutdown::Write);
-    let deadline = Instant::now() + LINGER;
-    let mut sink = [0u8; 4096];
-    let mut discarded = 0;
-    while discarded < LINGER_BYTES {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            break;
+/// A handler thread: runs routes until the queue closes.
+fn handle_jobs(
+    queue: &Mutex<Receiver<Job>>,
+    finished: &mpsc::Sender<Done>,
+    waker: &UnixStream,
+    control: &dyn Control,
+) {
+    loop {
+        let job = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok((slot, generation, request, head_only)) = job else {
+            return;
+        };
+        let response = api::handle(&request, control);
+        if finished
+            .send((slot, generation, response, head_only))
+            .is_err()
+        {
+            return;
         }
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => discarded += n,
-        }
+        let _ = (&*waker).write(&[1]);
     }
 }

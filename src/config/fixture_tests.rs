@@ -116,3 +116,26 @@ fn no_prefix_of_any_fixture_panics() {
         }
     }
 }
+
+/// A token never appears in a configuration error: not as the value found, not in the source
+/// line shown for a syntax error.
+#[test]
+fn secrets_never_appear_in_errors() {
+    let secret = "zz-do-not-print-me";
+    for text in [
+        format!("[global]\nadmin = \"127.0.0.1:9090\"\nadmin_token = \"{secret}\"\nbogus = 1\n"),
+        format!("[global]\nadmin = \"127.0.0.1:9090\"\nadmin_token = \"{secret}\n"),
+        format!("[global]\nadmin = \"127.0.0.1:9090\"\nadmin_token = \"{secret} x\"\n"),
+        format!(
+            "[global]\nadmin = \"127.0.0.1:9090\"\nadmin_token = \"short-{secret}\"\n[[service]]\n"
+        ),
+    ] {
+        let err = parse(&text, Path::new("t.toml")).expect_err(&text);
+        let shown = err.to_string();
+        assert!(!shown.contains(secret), "the token leaked:\n{shown}");
+        assert!(
+            !format!("{err:?}").contains(secret),
+            "the token leaked in Debug"
+        );
+    }
+}

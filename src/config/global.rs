@@ -58,9 +58,16 @@ impl Checker<'_> {
     }
 
     fn token(&mut self, v: &Spanned<Value>) -> Option<Secret> {
-        let text = self.string("admin_token", v, "<openssl rand -hex 24>")?;
+        let Value::String(text) = v.get_ref() else {
+            self.report_secret(
+                v,
+                "admin_token must be a string",
+                "put it in quotes, e.g. admin_token = \"<openssl rand -hex 24>\"",
+            );
+            return None;
+        };
         if text.len() < MIN_TOKEN_LEN || text.chars().any(|c| !c.is_ascii_graphic()) {
-            self.report(
+            self.report_secret(
                 v,
                 format!("admin_token must be at least {MIN_TOKEN_LEN} printable characters without spaces"),
                 "generate one with `openssl rand -hex 24`",

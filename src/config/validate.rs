@@ -107,6 +107,11 @@ fn source_line(text: &str, offset: usize) -> Option<String> {
         .find('\n')
         .map_or(text.len(), |i| offset + i);
     let line = text.get(start..end)?.trim();
+    // A line that sets the token is shown without it: errors are printed, logged and returned
+    // by the admin API.
+    if line.starts_with("admin_token") {
+        return Some("admin_token = (hidden: a secret)".into());
+    }
     (!line.is_empty()).then(|| shorten(line))
 }
 
@@ -149,6 +154,23 @@ impl Checker<'_> {
         let shown = self.text.get(v.span()).map(shorten);
         self.problems
             .push(Problem::at(self.text, v.span().start, message, shown, fix));
+    }
+
+    /// Records a problem with a secret value `v` without showing the value: a config error is
+    /// printed, logged and sent in the admin API's answer to a reload.
+    pub fn report_secret(
+        &mut self,
+        v: &Spanned<Value>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.problems.push(Problem::at(
+            self.text,
+            v.span().start,
+            message,
+            Some("(hidden: a secret)".into()),
+            fix,
+        ));
     }
 
     /// 1-based line of byte `offset`, for "first on line N".

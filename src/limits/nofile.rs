@@ -6,7 +6,7 @@
 //! aside: [`FIXED`] for the process itself (standard streams, the access log, signals, the admin
 //! listener, an Extended Protection probe, a reload's new listeners), per worker its ring, reactor
 //! and one listener per service, one per server for its health checker, the warm pools
-//! (`warm` × servers × workers), and the admin API's connections. So a flood that reaches the
+//! (`warm` × servers × workers), and the admin API's connections and its wake-up pair. So a flood that reaches the
 //! limit leaves health checks, warm pools, the admin API and the log their descriptors, and never
 //! meets `EMFILE` at accept.
 
@@ -44,8 +44,9 @@ impl Budget {
             .iter()
             .map(|s| u64::from(s.warm) * s.servers.len() as u64 * workers)
             .sum();
+        // The admin API's connections and its event loop's wake-up pair.
         let admin = if config.global.admin.is_some() {
-            crate::admin::server::MAX_CONNECTIONS as u64
+            crate::admin::server::MAX_CONNECTIONS as u64 + 2
         } else {
             0
         };
@@ -108,10 +109,11 @@ mod tests {
              [[service.server]]\naddress = \"127.0.0.1:2001\"\n",
         );
         let b = Budget::new(&c, 2, 20_000);
-        // 64 fixed, 2 workers × (4 + 1 listener), 2 health checkers, 16 admin connections.
-        assert_eq!(b.reserved, 64 + 10 + 2 + 16);
-        assert_eq!(b.connections, (20_000 - 92) / 2);
-        assert_eq!(b.needed(b.connections), 20_000, "92 + 2 × 9954");
+        // 64 fixed, 2 workers × (4 + 1 listener), 2 health checkers, 256 admin connections and
+        // the admin loop's wake-up pair.
+        assert_eq!(b.reserved, 64 + 10 + 2 + 258);
+        assert_eq!(b.connections, (20_000 - 334) / 2);
+        assert_eq!(b.needed(b.connections), 20_000, "334 + 2 × 9833");
         assert_eq!(Budget::new(&c, 2, 10).connections, 1, "never zero");
     }
 

@@ -1,6 +1,9 @@
 //! The admin pages' test kit: a fake `Control` whose snapshot holds two services and five
 //! servers in every state, the admin server in front of it, and a std HTTP client with timeouts.
 
+// Each test crate uses a different part of this module.
+#![allow(dead_code)]
+
 pub mod chromium;
 
 use std::io::{Read, Write};
@@ -306,9 +309,16 @@ pub fn read_reply(s: &mut TcpStream, to_head: bool) -> Reply {
     reply
 }
 
-/// One request with `Host`, `Content-Length` (when there is a body) and `headers`.
+/// One request with `Host`, `Content-Length` (when there is a body), `Content-Type:
+/// application/json` for a `POST` that names no other, and `headers`.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    let typed = headers
+        .iter()
+        .any(|h| h.to_ascii_lowercase().starts_with("content-type:"));
+    if method == "POST" && !typed {
+        req.push_str("Content-Type: application/json\r\n");
+    }
     for h in headers {
         req.push_str(h);
         req.push_str("\r\n");

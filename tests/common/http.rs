@@ -25,7 +25,8 @@ impl Response {
     }
 }
 
-/// Sends one request and reads the response until the server closes.
+/// Sends one request as an operator's client would (`Host` the admin address, a `POST` with
+/// `Content-Type: application/json`) and reads the response until the server closes.
 pub fn http(
     addr: SocketAddr,
     method: &str,
@@ -33,17 +34,29 @@ pub fn http(
     token: Option<&str>,
     body: &str,
 ) -> Response {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let content_type = if method == "POST" {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content_type}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    http_raw(addr, &request)
+}
+
+/// Sends `request` exactly as given and reads the response until the server closes.
+pub fn http_raw(addr: SocketAddr, request: &str) -> Response {
+    let what = request.lines().next().unwrap_or_default().to_owned();
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .unwrap_or_else(|e| panic!("connect to admin {addr}: {e}"));
     stream.set_read_timeout(Some(Duration::from_secs(20))).ok();
     stream.set_write_timeout(Some(Duration::from_secs(5))).ok();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let (method, path) = what.split_once(' ').unwrap_or((&what, ""));
     stream.write_all(request.as_bytes()).expect("send request");
     let mut raw = Vec::new();
     stream
