@@ -28,6 +28,7 @@ use control::Controller;
 mod accept;
 mod admin_control;
 pub mod control;
+pub mod faults;
 mod health;
 mod listeners;
 pub mod worker;
@@ -422,43 +423,25 @@ fn bind_admin(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, Runti
     })
 }
 
-/// Hands every worker its sockets and the services' state, and waits until all serve.
+/// Hands every worker its sockets and the services' state, and waits until all serve (all or
+/// nothing, as a reload).
 fn start_services(
     services: &[Arc<SharedService>],
     sockets: &mut [Vec<std::net::TcpListener>],
     commands: &[tokio::sync::mpsc::UnboundedSender<worker::Command>],
 ) -> Result<(), RuntimeError> {
-    let (tx, rx) = mpsc::channel();
-    for (w, (command, mine)) in commands.iter().zip(sockets.iter_mut()).enumerate() {
-        let plan = services
-            .iter()
-            .cloned()
-            .zip(mine.drain(..).map(Some))
-            .collect();
-        command
-            .send(worker::Command::Apply(worker::Plan {
-                services: plan,
-                reply: tx.clone(),
-            }))
-            .map_err(|_| RuntimeError::Worker {
-                worker: w,
-                message: "exited during start-up".into(),
-            })?;
-    }
-    drop(tx);
-    for worker in 0..commands.len() {
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(message)) => return Err(RuntimeError::Worker { worker, message }),
-            Err(_) => {
-                return Err(RuntimeError::Worker {
-                    worker,
-                    message: "exited during start-up".into(),
-                })
-            }
-        }
-    }
-    Ok(())
+    let plans = sockets
+        .iter_mut()
+        .map(|mine| {
+            services
+                .iter()
+                .cloned()
+                .zip(mine.drain(..).map(Some))
+                .collect()
+        })
+        .collect();
+    control::distribute(commands, plans)
+        .map_err(|message| RuntimeError::Worker { worker: 0, message })
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@ impl SharedBalance {
     /// service under the old configuration) what belongs to servers that still exist: their
     /// health and admin state, their connection counts when the server list is unchanged, and
     /// the persistence entries pointing to them (when the map's size and timeout are unchanged).
+    /// `previous` is only read: what changes is built aside.
     pub fn reloaded(service: &Service, previous: Option<&SharedBalance>) -> Self {
         let keys: Vec<String> = service
             .servers
@@ -88,17 +89,17 @@ impl SharedBalance {
                 .and_then(|prev| prev.persistence.clone())
                 .filter(|m| m.timeout_secs() == timeout && m.capacity() >= p.capacity);
             match (reusable, previous) {
+                (Some(map), _) if same_servers => map,
+                // A new map, built aside: the running one is left as it is until the new
+                // configuration is in force, so a reload that fails changes nothing.
                 (Some(map), Some(prev)) => {
-                    if !same_servers {
-                        let moves: Vec<Option<u16>> = prev
-                            .keys
-                            .iter()
-                            .map(|k| keys.iter().position(|n| n == k))
-                            .map(|i| i.and_then(|i| u16::try_from(i).ok()))
-                            .collect();
-                        map.remap(&moves);
-                    }
-                    map
+                    let moves: Vec<Option<u16>> = prev
+                        .keys
+                        .iter()
+                        .map(|k| keys.iter().position(|n| n == k))
+                        .map(|i| i.and_then(|i| u16::try_from(i).ok()))
+                        .collect();
+                    Arc::new(map.remapped(&moves))
                 }
                 _ => Arc::new(PersistenceMap::new(p.capacity, timeout)),
             }

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::server::ProducesTickets;
@@ -21,9 +20,6 @@ use crate::admin::control::ControlError;
 use crate::config::{self, Config};
 use crate::counters::Counters;
 use crate::proxy::{ServiceState, SharedService};
-
-/// How long a worker may take to apply a configuration before the controller gives up on it.
-const APPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What is running now; the admin API reads it without waiting for the controller.
 pub struct Generation {
@@ -287,54 +283,28 @@ impl Controller {
         Ok(bound)
     }
 
-    /// Sends each worker its plan and waits for every answer.
+    /// Gives each worker its plan, all or nothing (see [`distribute`]).
     fn send(
         &self,
         services: &[Arc<SharedService>],
         sockets: &mut HashMap<SocketAddr, Vec<TcpListener>>,
     ) -> Result<(), String> {
-        let (tx, rx) = mpsc::channel();
         // Sockets are handed out last to first, so pop() gives worker w its own.
-        let mut sent = 0;
-        for (w, worker) in self.workers.iter().enumerate().rev() {
-            let plan = services
-                .iter()
-                .map(|s| {
-                    let socket = sockets.get_mut(&s.config.listen).and_then(Vec::pop);
-                    debug_assert!(socket.is_none() || sockets[&s.config.listen].len() == w);
-                    (s.clone(), socket)
-                })
-                .collect();
-            if worker
-                .send(Command::Apply(Plan {
-                    services: plan,
-                    reply: tx.clone(),
-                }))
-                .is_ok()
-            {
-                sent += 1;
-            }
-        }
-        drop(tx);
-        let mut failures = Vec::new();
-        for _ in 0..sent {
-            match rx.recv_timeout(APPLY_TIMEOUT) {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => failures.push(e),
-                Err(_) => {
-                    failures.push("a worker did not answer in time".into());
-                    break;
-                }
-            }
-        }
-        if sent < self.workers.len() {
-            failures.push("a worker has exited".into());
-        }
-        if failures.is_empty() {
-            Ok(())
-        } else {
-            Err(failures.join("; "))
-        }
+        let mut plans: Vec<WorkerPlan> = (0..self.workers.len())
+            .rev()
+            .map(|w| {
+                services
+                    .iter()
+                    .map(|s| {
+                        let socket = sockets.get_mut(&s.config.listen).and_then(Vec::pop);
+                        debug_assert!(socket.is_none() || sockets[&s.config.listen].len() == w);
+                        (s.clone(), socket)
+                    })
+                    .collect()
+            })
+            .collect();
+        plans.reverse();
+        distribute(&self.workers, plans)
     }
 
     /// Tells every worker to stop accepting and drain. Later changes are refused.
@@ -351,6 +321,76 @@ impl Controller {
         if let Some(c) = self.checkers.take() {
             c.stop();
         }
+    }
+}
+
+/// One worker's share of a configuration: every service, with this worker's new socket where
+/// the address is new.
+pub type WorkerPlan = Vec<(Arc<SharedService>, Option<TcpListener>)>;
+
+/// Applies a configuration on every worker or on none, in two steps: each worker prepares its
+/// `plans[w]` aside and answers; only when all did is each told to commit (which cannot fail).
+/// A worker that refuses, does not answer within the apply timeout, or has exited (panicked)
+/// makes every worker drop what it prepared: then nothing serves differently, and the sockets
+/// bound for new addresses close. Returns why, with every worker's failure.
+pub fn distribute(
+    workers: &[UnboundedSender<Command>],
+    plans: Vec<WorkerPlan>,
+) -> Result<(), String> {
+    let timeout = super::faults::apply_timeout();
+    let (tx, rx) = mpsc::channel();
+    let mut failures = Vec::new();
+    let mut sent = 0;
+    for (w, (worker, plan)) in workers.iter().zip(plans).enumerate() {
+        let prepare = Command::Prepare(Plan {
+            services: plan,
+            reply: tx.clone(),
+        });
+        match worker.send(prepare) {
+            Ok(()) => sent += 1,
+            Err(_) => failures.push(format!("worker {w} has exited")),
+        }
+    }
+    drop(tx);
+    let deadline = std::time::Instant::now() + timeout;
+    for _ in 0..sent {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                failures.push(format!("a worker did not answer within {timeout:?}"));
+                break;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                failures.push("a worker exited while preparing".into());
+                break;
+            }
+        }
+    }
+    if !failures.is_empty() {
+        for worker in workers {
+            let _ = worker.send(Command::Abort);
+        }
+        return Err(format!("{}; nothing was changed", failures.join("; ")));
+    }
+    let (tx, rx) = mpsc::channel();
+    for worker in workers {
+        let _ = worker.send(Command::Commit(tx.clone()));
+    }
+    drop(tx);
+    for _ in 0..workers.len() {
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failures.push(e),
+            Err(_) => failures.push("a worker did not confirm its commit".into()),
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        tracing::error!(failures = %failures.join("; "), "a worker failed after every worker had prepared the configuration: workers may now serve different configurations");
+        Err(failures.join("; "))
     }
 }
 

@@ -2,9 +2,12 @@
 //! `SO_REUSEPORT` group, its connection registry and access log buffer; it obeys the
 //! controller's commands (apply a configuration, stop).
 //!
-//! Applying a configuration swaps, per listening address, the state that *new* connections use;
-//! connections already open keep the `ServiceState` they started with until they end. New
-//! addresses start accepting before removed ones stop.
+//! A configuration is applied in two steps, so that the controller can apply it on every worker
+//! or on none: [`Command::Prepare`] builds every service's state aside (the only step that can
+//! fail) and answers; [`Command::Commit`] then swaps, per listening address, the state that *new*
+//! connections use (it cannot fail); [`Command::Abort`] drops what was prepared. Connections
+//! already open keep the `ServiceState` they started with until they end. New addresses start
+//! accepting before removed ones stop.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -33,8 +36,12 @@ const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 /// What the controller asks of a worker.
 pub enum Command {
-    /// Serve these services from now on.
-    Apply(Plan),
+    /// Build the state of these services, aside; answer whether it could.
+    Prepare(Plan),
+    /// Serve what was prepared from now on; answer once done.
+    Commit(mpsc::Sender<Result<(), String>>),
+    /// Forget what was prepared (another worker could not prepare).
+    Abort,
     /// Stop accepting, drain open connections for up to `drain_timeout`, exit.
     Stop {
         /// How long open connections may take to finish.
@@ -47,7 +54,7 @@ pub enum Command {
 pub struct Plan {
     /// The services and, where the address is new, this worker's listening socket.
     pub services: Vec<(Arc<SharedService>, Option<std::net::TcpListener>)>,
-    /// Where the worker answers: `Ok` once applied, or why nothing was changed.
+    /// Where the worker answers: `Ok` once prepared, or why it could not be.
     pub reply: mpsc::Sender<Result<(), String>>,
 }
 
@@ -114,7 +121,19 @@ struct Worker {
     sweeper: Option<(Duration, JoinHandle<()>)>,
     slots: HashMap<SocketAddr, Slot>,
     stopping: Vec<JoinHandle<()>>,
+    /// What the last `Prepare` built, until `Commit` or `Abort`.
+    prepared: Option<Prepared>,
+    /// Whether the start-up configuration was applied (test faults fire on reloads only).
+    started: bool,
 }
+
+/// Every service's shared state, this worker's new socket where its address is new, and the
+/// state built for it.
+type Prepared = Vec<(
+    Arc<SharedService>,
+    Option<std::net::TcpListener>,
+    Rc<ServiceState>,
+)>;
 
 impl Worker {
     fn new(
@@ -137,6 +156,8 @@ impl Worker {
             sweeper: None,
             slots: HashMap::new(),
             stopping: Vec::new(),
+            prepared: None,
+            started: false,
         }
     }
 
@@ -144,12 +165,21 @@ impl Worker {
         let mut drain_timeout = crate::config::DEFAULT_DRAIN_TIMEOUT;
         while let Some(command) = commands.recv().await {
             match command {
-                Command::Apply(plan) => {
-                    let result = self.apply(plan.services);
+                Command::Prepare(plan) => {
+                    let result = self.prepare(plan.services);
                     if let Err(e) = &result {
-                        tracing::error!(worker = self.index, error = %e, "configuration not applied on this worker");
+                        tracing::error!(worker = self.index, error = %e, "configuration not prepared on this worker");
                     }
                     let _ = plan.reply.send(result);
+                }
+                Command::Commit(reply) => {
+                    let result = self.commit();
+                    let _ = reply.send(result);
+                }
+                Command::Abort => {
+                    if self.prepared.take().is_some() {
+                        tracing::debug!(worker = self.index, "prepared configuration dropped");
+                    }
                 }
                 Command::Stop { drain_timeout: d } => {
                     drain_timeout = d;
@@ -160,14 +190,26 @@ impl Worker {
         self.drain(drain_timeout).await;
     }
 
-    /// Builds every service's state first (nothing changes on failure), then starts new
-    /// listeners, swaps the state of kept ones, and stops the ones no longer configured.
-    fn apply(
+    /// Builds every service's state, aside: nothing this worker serves changes.
+    fn prepare(
         &mut self,
         services: Vec<(Arc<SharedService>, Option<std::net::TcpListener>)>,
     ) -> Result<(), String> {
-        let mut states = Vec::with_capacity(services.len());
-        for (shared, socket) in &services {
+        self.prepared = None;
+        if self.started {
+            match super::faults::prepare_fault(self.index) {
+                Some(super::faults::PrepareFault::Fail) => {
+                    return Err("injected fault: prepare-fail".into())
+                }
+                Some(super::faults::PrepareFault::Stall(d)) => std::thread::sleep(d),
+                Some(super::faults::PrepareFault::Panic) => {
+                    panic!("injected fault: prepare-panic on worker {}", self.index)
+                }
+                None => {}
+            }
+        }
+        let mut prepared = Vec::with_capacity(services.len());
+        for (shared, socket) in services {
             if socket.is_none() && !self.slots.contains_key(&shared.config.listen) {
                 return Err(format!(
                     "service {}: no listener on {} to keep",
@@ -182,12 +224,23 @@ impl Worker {
                 self.registry.clone(),
             )
             .map_err(|e| format!("service {}: TLS setup failed: {e}", shared.config.name))?;
-            states.push(Rc::new(state));
+            prepared.push((shared, socket, Rc::new(state)));
         }
+        self.prepared = Some(prepared);
+        Ok(())
+    }
+
+    /// Serves what [`Worker::prepare`] built: starts new listeners, swaps the state of kept
+    /// ones, and stops the ones no longer configured. Cannot fail once prepared.
+    fn commit(&mut self) -> Result<(), String> {
+        let Some(prepared) = self.prepared.take() else {
+            return Err("nothing was prepared".into());
+        };
+        self.started = true;
         // The sweeper ticks for the shortest timeout any connection may have.
-        let shortest = services
+        let shortest = prepared
             .iter()
-            .flat_map(|(s, _)| {
+            .flat_map(|(s, _, _)| {
                 let c = &s.config;
                 [
                     Some(c.idle_timeout),
@@ -197,8 +250,8 @@ impl Worker {
             })
             .flatten()
             .min();
-        let mut keep = HashSet::with_capacity(services.len());
-        for ((shared, socket), state) in services.into_iter().zip(states) {
+        let mut keep = HashSet::with_capacity(prepared.len());
+        for (shared, socket, state) in prepared {
             let addr = shared.config.listen;
             keep.insert(addr);
             if state.tls_pool.is_some() || state.tcp_pool.is_some() {

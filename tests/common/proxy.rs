@@ -126,6 +126,12 @@ impl Proxy {
     /// Like [`Proxy::start`], with the descriptor limit (`ulimit -n`, soft and hard) set to
     /// `nofile` when given.
     pub fn start_with_nofile(config: &str, nofile: Option<u64>) -> Proxy {
+        Proxy::start_with(config, nofile, &[])
+    }
+
+    /// Like [`Proxy::start`], with the descriptor limit set to `nofile` when given and `env`
+    /// added to the environment (`RINGMASTER_FAULTS`, ...).
+    pub fn start_with(config: &str, nofile: Option<u64>, env: &[(&str, &str)]) -> Proxy {
         let listen = addrs_of(config, "listen");
         assert!(
             !listen.is_empty(),
@@ -137,6 +143,7 @@ impl Proxy {
         let log_path = dir.path().join("ringmaster.log");
         let log = File::create(&log_path).expect("create log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_ringmaster"));
+        command.envs(env.iter().copied());
         if let Some(n) = nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.

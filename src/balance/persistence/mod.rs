@@ -386,26 +386,49 @@ impl PersistenceMap {
             .sum()
     }
 
-    /// After a reload changed the server list: entry for old server `i` now points to
-    /// `moves[i]`, or is forgotten when that is `None` (the server was removed). A sweep of the
-    /// whole table, off the connection path; an entry written meanwhile by a worker (already
-    /// with a new index) is left alone.
-    pub fn remap(&self, moves: &[Option<u16>]) {
-        for b in self.buckets.iter() {
-            for slot in b.state.iter() {
-                let s = slot.load(Ordering::Acquire);
-                if tag(s) != TAG_LIVE {
+    /// For a reload that changed the server list: a new map, built aside, with this one's
+    /// entries where the entry for old server `i` points to `moves[i]`, or is left out when that
+    /// is `None` (the server was removed). This map is not touched, so a reload that fails later
+    /// leaves the running configuration's entries as they were. A sweep of the whole table, off
+    /// the connection path; an entry written to this map during the sweep may be missed (that
+    /// client is scheduled afresh by the new configuration).
+    pub fn remapped(&self, moves: &[Option<u16>]) -> Self {
+        let copy = Self {
+            buckets: (0..self.buckets.len()).map(|_| Bucket::new()).collect(),
+            buckets_per_shard: self.buckets_per_shard,
+            shards: self.shards,
+            timeout_secs: self.timeout_secs,
+            hasher: self.hasher.clone(),
+            evictions: (0..self.shards)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+        };
+        for (from, to) in self.buckets.iter().zip(copy.buckets.iter()) {
+            for i in 0..BUCKET_SLOTS {
+                // The seqlock read of `confirm`: state, key, state again, same generation.
+                let s1 = from.state[i].load(Ordering::Acquire);
+                if tag(s1) != TAG_LIVE {
                     continue;
                 }
-                let wanted = match moves.get(usize::from(server(s))).copied().flatten() {
-                    Some(n) if n == server(s) => continue,
-                    Some(n) => live(gen(s), n, expiry(s)),
-                    None => empty(gen(s)),
+                let (lo, hi) = (
+                    from.lo[i].load(Ordering::Acquire),
+                    from.hi[i].load(Ordering::Acquire),
+                );
+                let s2 = from.state[i].load(Ordering::Acquire);
+                if tag(s2) != TAG_LIVE || gen(s2) != gen(s1) {
+                    continue;
+                }
+                let Some(server) = moves.get(usize::from(server(s2))).copied().flatten() else {
+                    continue;
                 };
-                // A failed CAS means a worker rewrote the entry just now: it is current.
-                let _ = slot.compare_exchange(s, wanted, Ordering::AcqRel, Ordering::Relaxed);
+                // Same hasher and layout: the entry belongs in the same slot of the copy, which
+                // no other thread sees before the copy is published.
+                to.lo[i].store(lo, Ordering::Relaxed);
+                to.hi[i].store(hi, Ordering::Relaxed);
+                to.state[i].store(live(gen(s2), server, expiry(s2)), Ordering::Release);
             }
         }
+        copy
     }
 
     /// Live entries at `now_secs`, by a sweep of the whole table (for metrics, not the hot path).

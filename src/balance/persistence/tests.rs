@@ -345,3 +345,30 @@ fn map_is_send_and_sync() {
     fn check<T: Send + Sync>() {}
     check::<PersistenceMap>();
 }
+
+/// A reload's remapping is built aside: the copy points each client to its server's new index
+/// (or forgets it when its server is gone), and the running map is left exactly as it was.
+#[test]
+fn remapped_builds_a_copy_and_leaves_the_running_map_alone() {
+    let map = PersistenceMap::new(1000, 60);
+    let ips: Vec<IpAddr> = (1..=30u8).map(|i| IpAddr::from([10, 0, 0, i])).collect();
+    for (k, &ip) in ips.iter().enumerate() {
+        map.insert(ip, (k % 3) as u16, 5);
+    }
+    // Server 0 moves to index 1, server 1 is removed, server 2 moves to index 0.
+    let copy = map.remapped(&[Some(1), None, Some(0)]);
+    for (k, &ip) in ips.iter().enumerate() {
+        assert_eq!(
+            map.get(ip, 6),
+            Some((k % 3) as u16),
+            "the running map changed"
+        );
+        let want = [Some(1), None, Some(0)][k % 3];
+        assert_eq!(copy.get(ip, 6), want, "{ip} in the copy");
+    }
+    assert_eq!(copy.len(6), 20);
+    assert_eq!(copy.timeout_secs(), map.timeout_secs());
+    // The copy is a map of its own: writes to it do not show in the running one.
+    copy.insert(ips[1], 7, 6);
+    assert_eq!(map.get(ips[1], 6), Some(1));
+}
