@@ -40,6 +40,7 @@ caption{text-align:left;padding:8px 10px;background:#0b3d62;color:#fff;font-size
 caption .name{font-size:16px;font-weight:700;margin-right:14px}
 caption .fact{display:inline-block;margin-right:14px;white-space:nowrap}
 caption .fact b{font-weight:600}
+caption .bad{color:#ffc2b8}
 caption .ep-on{background:#2e7d32;border-radius:3px;padding:0 5px}
 caption .ep-off{background:#5b6475;border-radius:3px;padding:0 5px}
 th,td{padding:4px 10px;border:1px solid #d5d9e0;white-space:nowrap}
