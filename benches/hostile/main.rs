@@ -11,6 +11,7 @@
 //! Attackers connect from 127.0.x.y addresses (own ephemeral port ranges); the normal client and
 //! every server use 127.0.0.1. Everything listens on loopback.
 
+mod memory;
 mod peers;
 mod proxy;
 mod scenarios;
@@ -45,11 +46,11 @@ type Case = (&'static str, fn(&scenarios::Ctx) -> scenarios::Row);
 const CASES: [Case; 7] = [
     ("handshake", scenarios::handshake),
     ("flood", scenarios::flood),
-    ("no_read", scenarios::no_read),
+    ("no_read", memory::no_read),
     ("servers", scenarios::servers),
     ("emfile", scenarios::emfile),
     ("malformed", scenarios::malformed),
-    ("memory", scenarios::memory),
+    ("memory", memory::memory),
 ];
 
 fn main() {

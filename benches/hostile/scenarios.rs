@@ -36,7 +36,8 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn tls_service(
+    /// A TLS-terminating service (`mode` offload or reencrypt) in front of `server`.
+    pub(crate) fn tls_service(
         &self,
         name: &str,
         listen: SocketAddr,
@@ -61,7 +62,13 @@ impl Ctx<'_> {
         )
     }
 
-    fn plain_service(name: &str, listen: SocketAddr, server: SocketAddr, extra: &str) -> String {
+    /// A passthrough service in front of `server`.
+    pub(crate) fn plain_service(
+        name: &str,
+        listen: SocketAddr,
+        server: SocketAddr,
+        extra: &str,
+    ) -> String {
         format!(
             "[[service]]\nname = \"{name}\"\nlisten = \"{listen}\"\nmode = \"passthrough\"\n{extra}\n\
              [[service.server]]\naddress = \"{server}\"\n\n"
@@ -70,7 +77,7 @@ impl Ctx<'_> {
 }
 
 /// Descriptors and memory before and after, as one cell.
-fn resources(before: (usize, u64), after: (usize, u64)) -> String {
+pub(crate) fn resources(before: (usize, u64), after: (usize, u64)) -> String {
     format!(
         "fds {} → {}, RSS {} → {} KiB",
         before.0, after.0, before.1, after.1
@@ -78,7 +85,7 @@ fn resources(before: (usize, u64), after: (usize, u64)) -> String {
 }
 
 /// Waits for descriptors to come back to `fds` (up to 10 s); the state then.
-fn settle(proxy: &Proxy, fds: usize) -> (usize, u64) {
+pub(crate) fn settle(proxy: &Proxy, fds: usize) -> (usize, u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while proxy.fds() > fds && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -115,7 +122,13 @@ struct Round {
 
 /// One round: `n` silent clients each to `off` and `pt`, `n` slowloris clients to `re`, and a
 /// normal client's 200 requests meanwhile.
-fn handshake_round(ctx: &Ctx, off: SocketAddr, re: SocketAddr, pt: SocketAddr, timeout: Duration) -> Round {
+fn handshake_round(
+    ctx: &Ctx,
+    off: SocketAddr,
+    re: SocketAddr,
+    pt: SocketAddr,
+    timeout: Duration,
+) -> Round {
     let n = ctx.scale;
     let started = Instant::now();
     let attacker = |i: usize| IpAddr::from([127, 0, 1, (i % 250) as u8 + 2]);
@@ -293,53 +306,6 @@ pub fn flood(ctx: &Ctx) -> Row {
             4 * limit, resources(before, after)
         ),
         held: refused == 0 && failed == 0 && served == 4 * limit && accept_errors == 0 && kept == per_ip && reset == per_ip && others == per_ip && waiting_seen <= (2 * limit) as u64,
-    }
-}
-
-/// Clients that send requests and never read.
-pub fn no_read(ctx: &Ctx) -> Row {
-    let n = ctx.scale / 2;
-    let big = peers::server(Behaviour::Big, None);
-    let tls_big = peers::server(Behaviour::Big, Some(ctx.pki.server.clone()));
-    let (off, re, pt) = (free_addr(), free_addr(), free_addr());
-    let services = ctx.tls_service("off", off, "offload", big, "")
-        + &ctx.tls_service("re", re, "reencrypt", tls_big, "")
-        + &Ctx::plain_service("pt", pt, big, "");
-    let mut figures = Vec::new();
-    let mut held = true;
-    let mut fds = Vec::new();
-    for (mode, addr) in [("passthrough", pt), ("offload", off), ("reencrypt", re)] {
-        // A fresh process per mode, as in `memory`.
-        let proxy = Proxy::start(ctx.binary, &ctx.dir.join("no_read"), "", &services, None);
-        let before = proxy.rss_kib();
-        let fds_before = proxy.fds();
-        let mut keep: Vec<Box<dyn std::any::Any>> = Vec::new();
-        for _ in 0..n {
-            if mode == "passthrough" {
-                if let Ok(mut s) = peers::connect_from(IpAddr::from([127, 0, 0, 1]), addr) {
-                    let _ = s.write_all(&[b'\n'; 8]);
-                    keep.push(Box::new(s));
-                }
-            } else if let Ok(mut s) = peers::tls(addr, ctx.pki) {
-                let _ = s.write_all(&[b'\n'; 8]).and_then(|()| s.flush());
-                keep.push(Box::new(s));
-            }
-        }
-        std::thread::sleep(Duration::from_secs(2));
-        let per = proxy.rss_kib().saturating_sub(before) / keep.len().max(1) as u64;
-        figures.push(format!("{mode} {per} KiB"));
-        held &= per < 512;
-        drop(keep);
-        let after = settle(&proxy, fds_before);
-        fds.push(format!("{mode} fds {fds_before} → {}", after.0));
-        held &= after.0 <= fds_before;
-    }
-    Row {
-        case: "never-reading clients",
-        sent: format!("{n} clients per mode, each sending 8 requests for 1 MiB and reading nothing"),
-        must: "RSS per connection bounded (the relay stops reading the server when the client's socket is full)",
-        figures: format!("RSS per connection: {}; {}", figures.join(", "), fds.join(", ")),
-        held,
     }
 }
 
@@ -558,105 +524,5 @@ pub fn malformed(ctx: &Ctx) -> Row {
         must: "each refused (an alert or a reset, nothing else), the worker lives",
         figures: figures.join("; "),
         held: held && ok && proxy.alive(),
-    }
-}
-
-/// What an idle and a busy connection cost, per mode.
-pub fn memory(ctx: &Ctx) -> Row {
-    let idle_n = ctx.scale;
-    let busy_n = ctx.scale / 10;
-    let echo = peers::server(Behaviour::Echo, None);
-    let tls_echo = peers::server(Behaviour::Echo, Some(ctx.pki.server.clone()));
-    let (off, re, pt) = (free_addr(), free_addr(), free_addr());
-    let services = ctx.tls_service("off", off, "offload", echo, "")
-        + &ctx.tls_service("re", re, "reencrypt", tls_echo, "")
-        + &Ctx::plain_service("pt", pt, echo, "");
-    let mut figures = Vec::new();
-    for (mode, addr) in [("passthrough", pt), ("offload", off), ("reencrypt", re)] {
-        // A fresh process per mode and phase: freed memory stays resident in the allocator, and
-        // would hide what the next measurement costs.
-        let proxy = Proxy::start(ctx.binary, &ctx.dir.join("memory"), "", &services, None);
-        // Idle: one 1 KiB round trip each, then nothing.
-        let before = proxy.rss_kib();
-        let mut idle: Vec<Box<dyn std::any::Any>> = Vec::new();
-        for _ in 0..idle_n {
-            let msg = [b'i'; 1024];
-            let mut back = [0u8; 1024];
-            if mode == "passthrough" {
-                if let Ok(mut s) = peers::connect_from(IpAddr::from([127, 0, 0, 1]), addr) {
-                    if s.write_all(&msg)
-                        .and_then(|()| std::io::Read::read_exact(&mut s, &mut back))
-                        .is_ok()
-                    {
-                        idle.push(Box::new(s));
-                    }
-                }
-            } else if let Ok(mut s) = peers::tls(addr, ctx.pki) {
-                if s.write_all(&msg)
-                    .and_then(|()| s.flush())
-                    .and_then(|()| std::io::Read::read_exact(&mut s, &mut back))
-                    .is_ok()
-                {
-                    idle.push(Box::new(s));
-                }
-            }
-        }
-        std::thread::sleep(Duration::from_millis(500));
-        let idle_kib = proxy.rss_kib().saturating_sub(before) as f64 / idle.len().max(1) as f64;
-        drop(idle);
-        drop(proxy);
-        let proxy = Proxy::start(ctx.binary, &ctx.dir.join("memory"), "", &services, None);
-        // Busy: 64 KiB writes echoed back, continuously, for 2 s.
-        let before = proxy.rss_kib();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let workers: Vec<_> = (0..busy_n)
-            .map(|_| {
-                let stop = stop.clone();
-                let client = ctx.pki.client.clone();
-                std::thread::spawn(move || {
-                    let chunk = vec![b'b'; 64 * 1024];
-                    let mut back = vec![0u8; 64 * 1024];
-                    let mut sock = peers::connect_from(IpAddr::from([127, 0, 0, 1]), addr).ok()?;
-                    if mode == "passthrough" {
-                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            sock.write_all(&chunk).ok()?;
-                            std::io::Read::read_exact(&mut sock, &mut back).ok()?;
-                        }
-                    } else {
-                        let mut conn = rustls::ClientConnection::new(
-                            client,
-                            rustls::pki_types::ServerName::try_from(peers::NAME).ok()?,
-                        )
-                        .ok()?;
-                        while conn.is_handshaking() {
-                            conn.complete_io(&mut sock).ok()?;
-                        }
-                        let mut s = rustls::StreamOwned::new(conn, sock);
-                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            s.write_all(&chunk).ok()?;
-                            s.flush().ok()?;
-                            std::io::Read::read_exact(&mut s, &mut back).ok()?;
-                        }
-                    }
-                    Some(())
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_secs(2));
-        let busy_kib = proxy.rss_kib().saturating_sub(before) as f64 / busy_n.max(1) as f64;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let ok = workers
-            .into_iter()
-            .filter_map(|w| w.join().ok().flatten())
-            .count();
-        figures.push(format!("{mode}: idle {idle_kib:.1} KiB, busy {busy_kib:.1} KiB ({ok}/{busy_n} busy clients ran)"));
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    Row {
-        case: "memory per connection",
-        sent: format!("per mode: {idle_n} connections after a 1 KiB echo, held idle; then {busy_n} connections echoing 64 KiB writes for 2 s"),
-        must: "(figures for the README)",
-        figures: figures.join("; "),
-        held: true,
     }
 }
