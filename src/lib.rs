@@ -19,6 +19,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod alloc;
 pub mod backend;
 pub mod balance;
 pub mod config;

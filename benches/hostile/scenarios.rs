@@ -84,12 +84,15 @@ pub(crate) fn resources(before: (usize, u64), after: (usize, u64)) -> String {
     )
 }
 
-/// Waits for descriptors to come back to `fds` (up to 10 s); the state then.
+/// Waits for descriptors to come back to `fds` (up to 10 s), then half a second more (two
+/// sweeper ticks at most, in which a worker whose connections closed gives free memory back);
+/// the state then.
 pub(crate) fn settle(proxy: &Proxy, fds: usize) -> (usize, u64) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while proxy.fds() > fds && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
     }
+    std::thread::sleep(Duration::from_millis(500));
     (proxy.fds(), proxy.rss_kib())
 }
 

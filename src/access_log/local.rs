@@ -118,12 +118,10 @@ impl LocalLog {
         }
     }
 
-    /// Runs forever: flush every 100 ms. The worker spawns it on its runtime (tokio::time works
-    /// there).
+    /// Runs forever: flush every 100 ms. The worker spawns it on its runtime (its timers are the
+    /// ring's). After a stall, one flush is enough: the ticker does not catch up.
     pub async fn run_flusher(self: Rc<Self>) {
-        let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-        // After a stall, one flush is enough: no burst of catch-up ticks.
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = crate::net::time::Ticker::new(FLUSH_INTERVAL);
         loop {
             tick.tick().await;
             self.flush();
@@ -140,6 +138,7 @@ impl Drop for LocalLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::time::sleep;
     use crossbeam::channel::bounded;
     use std::time::Instant;
 
@@ -279,29 +278,26 @@ mod tests {
     #[test]
     fn flusher_hands_over_within_its_interval() {
         let (sink, full, _free) = sink(4);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .expect("runtime");
         let log = Rc::new(sink.local(LogFormat::Logfmt));
-        let waited = rt.block_on(async {
+        let (waited, _) = crate::net::ring::block_on(async {
             let flusher = log.clone().run_flusher();
             let test = async {
-                // Let the flusher take its immediate first tick, then write.
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Let the flusher take its first tick, then write.
+                sleep(FLUSH_INTERVAL + Duration::from_millis(20)).await;
                 log.write(&entry(1));
                 let written = Instant::now();
                 while full.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    sleep(Duration::from_millis(2)).await;
                 }
                 written.elapsed()
             };
             tokio::select! {
                 _ = flusher => unreachable!("the flusher runs forever"),
                 waited = test => waited,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => panic!("not flushed in 5 s"),
+                _ = sleep(Duration::from_secs(5)) => panic!("not flushed in 5 s"),
             }
-        });
+        })
+        .expect("ring");
         assert!(waited < Duration::from_secs(1), "{waited:?}");
         let buf = full.try_recv().expect("a buffer");
         assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);

@@ -203,7 +203,7 @@ impl<S: Reusable, K: Clone + PartialEq> WarmPool<S, K> {
 
     /// Resolves when a connection was taken or a key learned (or `every` passed).
     pub async fn changed(&self, every: Duration) {
-        let _ = tokio::time::timeout(every, self.wake.notified()).await;
+        let _ = crate::net::time::timeout(every, self.wake.notified()).await;
     }
 }
 

@@ -1,17 +1,16 @@
 //! Backend connects with a timeout.
 //!
-//! An in-flight tokio-uring operation is not cancelled when its future is dropped, so a connect
-//! raced against a timer would keep its socket until the kernel gives up (two minutes for a
-//! black-holed SYN). Instead the socket connects non-blocking and its writability is awaited on
-//! tokio's reactor, which is cancel-safe; only then is it handed to io_uring.
+//! The socket is made (close-on-exec, `TCP_NODELAY`) with socket2 and connected by an
+//! `IORING_OP_CONNECT` on the worker's ring. When the timeout fires first, the connect future is
+//! dropped: compio cancels the operation on the ring and keeps the socket until the kernel posts
+//! the cancellation, then closes it, which abandons the pending SYN at once (no socket is left
+//! waiting two minutes for a black-holed server).
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
 use super::TcpStream;
 
@@ -31,37 +30,14 @@ pub enum ConnectError {
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let socket = Socket::new(
         Domain::for_address(addr),
-        Type::STREAM.nonblocking().cloexec(),
+        Type::STREAM.cloexec(),
         Some(Protocol::TCP),
     )?;
     socket.set_nodelay(true)?;
-    let socket = match socket.connect(&addr.into()) {
-        Ok(()) => socket,
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            // SAFETY: `socket2::Socket` owns its descriptor and keeps it open and unchanged
-            // until `into_inner` hands it back or the `AsyncFd` drops it.
-            let fd = unsafe { AsyncFd::register_with_interest(socket, Interest::WRITABLE) }
-                .map_err(|e| e.into_parts().1)?;
-            match tokio::time::timeout(timeout, fd.writable()).await {
-                Ok(Ok(_guard)) => {}
-                Ok(Err(e)) => return Err(e.into()),
-                // Dropping `fd` closes the socket, which aborts the pending SYN.
-                Err(_) => return Err(ConnectError::Timeout(timeout)),
-            }
-            let socket = fd.into_inner();
-            if let Some(e) = socket.take_error()? {
-                return Err(e.into());
-            }
-            socket
-        }
-        Err(e) => return Err(e.into()),
-    };
-    // io_uring honours O_NONBLOCK: a read or write on a non-blocking socket fails with EAGAIN
-    // instead of waiting, which the relay would take for an error. Back to blocking mode, as
-    // accepted sockets are.
-    socket.set_nonblocking(false)?;
-    let stream: std::net::TcpStream = socket.into();
-    Ok(TcpStream::from_uring(
-        tokio_uring::net::TcpStream::from_std(stream),
-    ))
+    let socket = compio::net::TcpSocket::from_std_stream(socket.into())?;
+    match super::time::timeout(timeout, socket.connect(addr)).await {
+        Ok(Ok(stream)) => Ok(TcpStream::from_compio(stream)),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ConnectError::Timeout(timeout)),
+    }
 }

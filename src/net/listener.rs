@@ -3,6 +3,13 @@
 //! Every worker binds its own socket to each service address; the kernel spreads new connections
 //! over the group. Stopping one listener (`shutdown(SHUT_RD)`) wakes its pending io_uring accept with
 //! an error, which is how a worker stops accepting without cancelling an in-flight operation.
+//!
+//! Accepts are single-shot (`IORING_OP_ACCEPT`, which compio submits with `POLL_FIRST` once the
+//! backlog ran dry), not multishot: a multishot accept keeps taking connections off the backlog
+//! whatever the proxy does, so at `max_connections` it would hold sockets it must not serve —
+//! and cancelling it races with connections it has already taken. One accept per connection
+//! lets the accept loop stop at a limit and leave clients in the kernel's backlog, for one
+//! submission per connection (a TLS handshake costs several hundred times more).
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +21,7 @@ use super::TcpStream;
 
 /// A bound, listening `SO_REUSEPORT` socket owned by one worker.
 pub struct Listener {
-    inner: tokio_uring::net::TcpListener,
+    inner: compio::net::TcpListener,
     addr: SocketAddr,
 }
 
@@ -23,18 +30,18 @@ impl Listener {
     ///
     /// Must be called on a worker thread (inside its runtime).
     pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Self> {
-        Ok(Self::from_std(bind_std(addr, backlog)?))
+        Self::from_std(bind_std(addr, backlog)?)
     }
 
     /// Takes over a socket made by [`bind_group`]; must be called on the worker's thread.
-    pub fn from_std(listener: std::net::TcpListener) -> Self {
+    pub fn from_std(listener: std::net::TcpListener) -> io::Result<Self> {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        Self {
-            inner: tokio_uring::net::TcpListener::from_std(listener),
+        Ok(Self {
+            inner: compio::net::TcpListener::from_std(listener)?,
             addr,
-        }
+        })
     }
 
     /// The address this listener was bound to.
@@ -45,7 +52,7 @@ impl Listener {
     /// Accepts one connection, with `TCP_NODELAY` set on it.
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.inner.accept().await?;
-        let stream = TcpStream::from_uring(stream);
+        let stream = TcpStream::from_compio(stream);
         stream.set_nodelay()?;
         Ok((stream, peer))
     }

@@ -1,8 +1,8 @@
-//! Everything that touches io_uring (tokio-uring) and socket options (socket2) lives here, so that
+//! Everything that touches io_uring (compio) and socket options (socket2) lives here, so that
 //! swapping the io_uring runtime touches only this folder.
 //!
-//! - [`ring`]: one tokio-uring runtime per worker thread, created with `COOP_TASKRUN` and
-//!   `SINGLE_ISSUER`.
+//! - [`ring`]: one compio runtime per worker thread (`SINGLE_ISSUER`, `COOP_TASKRUN`), its tasks.
+//! - [`time`]: sleeps, timeouts and tickers on the same ring.
 //! - [`affinity`]: the CPUs this process may run on, and pinning a thread to one of them.
 //! - [`buffers`]: per-core pools of large I/O buffers; idle connections hold only small ones.
 //! - [`listener`]: `SO_REUSEPORT` listeners with an explicit backlog.
@@ -18,6 +18,7 @@ pub mod endpoint;
 pub mod listener;
 pub mod ring;
 pub mod stream;
+pub mod time;
 pub mod transport;
 
 pub use endpoint::Endpoint;

@@ -1,13 +1,23 @@
-//! One io_uring runtime per worker thread.
+//! One io_uring runtime (compio) per worker thread, and the tasks that run on it.
 //!
-//! Every ring is created with `IORING_SETUP_COOP_TASKRUN` and `IORING_SETUP_SINGLE_ISSUER`: without
-//! them each completion is delivered by an inter-processor interrupt that retries the socket read
-//! while the sending CPU still holds the socket lock (a prototype spent 93 % of its time in the
-//! kernel that way, at half the speed). `DEFER_TASKRUN` is not used: tokio-uring 0.5 never asks
-//! for completions the way it requires, and hangs.
+//! The ring is created with `IORING_SETUP_SINGLE_ISSUER` and cooperative task running
+//! (`COOP_TASKRUN | TASKRUN_FLAG`): without them each completion is delivered by an
+//! inter-processor interrupt that retries the socket read while the sending CPU still holds the
+//! socket lock (a prototype spent 93 % of its time in the kernel that way, at half the speed).
+//! `DEFER_TASKRUN` works on this runtime (it waits with `GETEVENTS`) but measured no faster here
+//! (README, "The engine"); `RINGMASTER_RING=defer` selects it for measurement.
+//!
+//! The runtime waits for completions in `io_uring_enter(GETEVENTS)` itself: there is no epoll
+//! and no other reactor beside it. Timers live on the same runtime ([`super::time`]).
+//!
+//! Tasks: dropping a compio task handle cancels the task, so connection tasks are detached at
+//! once ([`spawn_detached`]); a [`Task`] is kept only where its owner stops it on purpose.
 
 use std::future::Future;
 use std::io;
+
+use compio::driver::ProactorBuilder;
+use compio::runtime::{Runtime, RuntimeBuilder};
 
 /// Submission queue entries per ring. Completions have twice as many slots, and the kernel keeps
 /// overflowing completions (`IORING_FEAT_NODROP`), so this bounds batching, not connections.
@@ -16,25 +26,52 @@ pub const RING_ENTRIES: u32 = 4096;
 /// How the ring of a worker was set up, for the start-up log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RingFlags {
-    /// `COOP_TASKRUN | SINGLE_ISSUER`, as intended.
-    CoopSingleIssuer,
-    /// The kernel refused the flags (before 6.0); a plain ring, which is much slower.
+    /// `SINGLE_ISSUER | COOP_TASKRUN | TASKRUN_FLAG`, the default.
+    Coop,
+    /// `SINGLE_ISSUER | DEFER_TASKRUN` (`RINGMASTER_RING=defer`).
+    Defer,
+    /// The kernel refused the flags (before 6.1); a plain ring, which is much slower.
     Plain,
 }
 
-/// Builds a tokio-uring runtime on the calling thread, preferring `COOP_TASKRUN | SINGLE_ISSUER`
-/// and falling back to a plain ring where the kernel refuses them.
-pub fn build_runtime() -> io::Result<(tokio_uring::Runtime, RingFlags)> {
-    let mut urb = tokio_uring::uring_builder();
-    urb.setup_coop_taskrun().setup_single_issuer();
-    let mut builder = tokio_uring::builder();
-    builder.entries(RING_ENTRIES).uring_builder(&urb);
-    match tokio_uring::Runtime::new(&builder) {
-        Ok(rt) => Ok((rt, RingFlags::CoopSingleIssuer)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let mut plain = tokio_uring::builder();
-            plain.entries(RING_ENTRIES);
-            Ok((tokio_uring::Runtime::new(&plain)?, RingFlags::Plain))
+/// The flags asked for: `RINGMASTER_RING=defer` or `plain` for measurements, else [`RingFlags::Coop`].
+fn wanted() -> RingFlags {
+    match std::env::var("RINGMASTER_RING").as_deref() {
+        Ok("defer") => RingFlags::Defer,
+        Ok("plain") => RingFlags::Plain,
+        _ => RingFlags::Coop,
+    }
+}
+
+fn builder(flags: RingFlags) -> ProactorBuilder {
+    let mut proactor = ProactorBuilder::new();
+    proactor.capacity(RING_ENTRIES);
+    match flags {
+        RingFlags::Coop => {
+            proactor
+                .single_issuer(true)
+                .coop_taskrun(true)
+                .taskrun_flag(true);
+        }
+        RingFlags::Defer => {
+            proactor.single_issuer(true).defer_taskrun(true);
+        }
+        RingFlags::Plain => {}
+    }
+    proactor
+}
+
+/// Builds a runtime on the calling thread (the ring belongs to it: `SINGLE_ISSUER`), with the
+/// wanted flags, falling back to a plain ring where the kernel refuses them.
+pub fn build_runtime() -> io::Result<(Runtime, RingFlags)> {
+    let flags = wanted();
+    match RuntimeBuilder::new().with_proactor(builder(flags)).build() {
+        Ok(rt) => Ok((rt, flags)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) && flags != RingFlags::Plain => {
+            let rt = RuntimeBuilder::new()
+                .with_proactor(builder(RingFlags::Plain))
+                .build()?;
+            Ok((rt, RingFlags::Plain))
         }
         Err(e) => Err(e),
     }
@@ -46,7 +83,42 @@ pub fn block_on<F: Future>(future: F) -> io::Result<(F::Output, RingFlags)> {
     Ok((rt.block_on(future), flags))
 }
 
-/// Spawns a task on the current worker's runtime (tasks are `!Send` and stay on this core).
-pub fn spawn<F: Future + 'static>(task: F) -> tokio::task::JoinHandle<F::Output> {
-    tokio_uring::spawn(task)
+/// A task its owner may stop: dropping it, or [`Task::abort`], cancels the task at its next
+/// await point (a compio operation in flight then is cancelled on the ring, its buffer kept by
+/// the driver until the kernel is done with it).
+pub struct Task<T> {
+    handle: Option<compio::runtime::JoinHandle<T>>,
+}
+
+impl<T> Task<T> {
+    /// Cancels the task.
+    pub fn abort(mut self) {
+        self.handle.take();
+    }
+
+    /// True once the task completed (or was cancelled).
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Waits for the task; `None` if it was cancelled or panicked.
+    pub async fn join(mut self) -> Option<T> {
+        match self.handle.take() {
+            Some(handle) => handle.await.ok(),
+            None => None,
+        }
+    }
+}
+
+/// Spawns a task on the current worker's runtime that runs until it ends by itself (tasks are
+/// `!Send` and stay on this core). Every connection task is spawned this way.
+pub fn spawn_detached<F: Future + 'static>(task: F) {
+    compio::runtime::spawn(task).detach();
+}
+
+/// Spawns a task its owner keeps a handle to, and stops by dropping it.
+pub fn spawn<F: Future + 'static>(task: F) -> Task<F::Output> {
+    Task {
+        handle: Some(compio::runtime::spawn(task)),
+    }
 }

@@ -1,38 +1,60 @@
 //! The TCP stream the proxy relays through: owned-buffer reads and writes on io_uring.
+//!
+//! Cancellation: a read or write is an owned-buffer operation on the ring; if its future is
+//! dropped before it completes (a timeout, a cancelled task), compio submits an
+//! `IORING_OP_ASYNC_CANCEL` for it and keeps the buffer (and the socket) alive until the kernel
+//! posts the completion, so no freed memory is ever written. Bytes a cancelled read had already
+//! received are lost with it, so the proxy never drops a read of a connection it goes on using:
+//! a connection is ended by [`abort_fd`] or `shutdown`, which completes every pending operation
+//! with an error or EOF, and its task then finishes normally.
 
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, RawFd};
 
+use compio::buf::BufResult;
+use compio::io::{AsyncRead, AsyncWriteExt};
+
 /// A connected TCP socket driven by the worker's io_uring.
 ///
 /// Reads and writes take `&self`, so the two directions of a relay can use one stream at once.
 pub struct TcpStream {
-    inner: tokio_uring::net::TcpStream,
+    inner: compio::net::TcpStream,
 }
 
 impl TcpStream {
-    pub(crate) fn from_uring(inner: tokio_uring::net::TcpStream) -> Self {
+    pub(crate) fn from_compio(inner: compio::net::TcpStream) -> Self {
         Self { inner }
     }
 
     /// Reads into `buf` from index 0, up to its capacity; on return `buf.len()` is the count read.
     /// `Ok(0)` means the peer closed its sending side.
     pub async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        // tokio-uring fills from index 0 whatever the length; make that explicit.
+        // compio fills the vector's spare capacity; start from an empty one.
         buf.clear();
-        let (res, buf) = self.inner.read(buf).await;
+        let BufResult(res, buf) = (&self.inner).read(buf).await;
         (res, buf)
     }
 
     /// Writes all of `buf[..buf.len()]`, returning the buffer for reuse.
     pub async fn write_all(&self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        self.inner.write_all(buf).await
+        let mut writer = &self.inner;
+        let BufResult(res, buf) = writer.write_all(buf).await;
+        (res, buf)
     }
 
     /// Shuts down one or both halves. Pending reads complete (with 0) once the read half is shut.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        self.inner.shutdown(how)
+        let how = match how {
+            Shutdown::Read => libc::SHUT_RD,
+            Shutdown::Write => libc::SHUT_WR,
+            Shutdown::Both => libc::SHUT_RDWR,
+        };
+        // SAFETY: a plain syscall on the descriptor this stream keeps open.
+        if unsafe { libc::shutdown(self.raw_fd(), how) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// Reads what is already queued, without waiting: `Ok(None)` when nothing is (`EAGAIN`),

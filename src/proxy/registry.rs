@@ -258,15 +258,22 @@ impl Registry {
         (shortest / 8).clamp(MIN_SWEEP_INTERVAL, MAX_SWEEP_INTERVAL)
     }
 
-    /// Runs the sweeper forever, every `tick`.
+    /// Runs the sweeper forever, every `tick`; after a burst of connections ends, it also has
+    /// the allocator give free memory back (`crate::alloc`).
     pub async fn run_sweeper(self: Rc<Self>, tick: Duration) {
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticker = crate::net::time::Ticker::new(tick);
+        let mut trim = crate::alloc::Trim::default();
         loop {
-            interval.tick().await;
+            ticker.tick().await;
             let closed = self.sweep();
             if closed > 0 {
                 tracing::debug!(closed, "timeouts: aborted connections past their deadline");
+            }
+            if trim.after_tick(self.active.get()) {
+                tracing::debug!(
+                    open = self.active.get(),
+                    "open connections halved: free memory purged"
+                );
             }
         }
     }

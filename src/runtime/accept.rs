@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use crate::limits::{Gate, Permit, Slot};
 use crate::net::listener::Listener;
-use crate::net::ring;
+use crate::net::{ring, time};
 use crate::proxy::{self, ServiceState};
 
 /// Back-off after running out of descriptors or memory: long enough for connections to close and
@@ -68,7 +68,7 @@ pub async fn accept_loop(
                     service: service_slot,
                     ip,
                 };
-                ring::spawn(proxy::serve(stream, peer, state, permit));
+                ring::spawn_detached(proxy::serve(stream, peer, state, permit));
             }
             Err(e) => {
                 let errno = e.raw_os_error();
@@ -90,13 +90,13 @@ pub async fn accept_loop(
                         | Some(libc::ENOMEM)
                 );
                 if out_of_resources {
-                    tokio::time::sleep(RESOURCE_BACKOFF).await;
+                    time::sleep(RESOURCE_BACKOFF).await;
                 } else if !matches!(
                     errno,
                     Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EINTR)
                 ) {
                     // Unknown error: do not spin on it.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    time::sleep(Duration::from_millis(5)).await;
                 }
             }
         }

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use super::accept::accept_loop;
 use crate::access_log::{LocalLog, Sink};
@@ -27,7 +26,8 @@ use crate::counters::WorkerStats;
 use crate::limits::Gate;
 use crate::net::affinity;
 use crate::net::listener::{Listener, ListenerStopper};
-use crate::net::ring::{self, RingFlags};
+use crate::net::ring::{self, RingFlags, Task};
+use crate::net::time;
 use crate::proxy::registry::Registry;
 use crate::proxy::{ServiceState, SharedService};
 
@@ -82,7 +82,7 @@ struct Slot {
     stopper: ListenerStopper,
     /// Stops the accept loop while it waits at a connection limit (not in an accept).
     stop: Rc<Notify>,
-    task: JoinHandle<()>,
+    task: Task<()>,
 }
 
 /// The thread's body: pin, build the ring, serve commands until stopped.
@@ -118,22 +118,18 @@ struct Worker {
     log: Option<Rc<LocalLog>>,
     global: Gate,
     registry: Rc<Registry>,
-    sweeper: Option<(Duration, JoinHandle<()>)>,
+    sweeper: Option<(Duration, Task<()>)>,
     slots: HashMap<SocketAddr, Slot>,
-    stopping: Vec<JoinHandle<()>>,
+    stopping: Vec<Task<()>>,
     /// What the last `Prepare` built, until `Commit` or `Abort`.
     prepared: Option<Prepared>,
     /// Whether the start-up configuration was applied (test faults fire on reloads only).
     started: bool,
 }
 
-/// Every service's shared state, this worker's new socket where its address is new, and the
+/// Every service's shared state, this worker's new listener where its address is new, and the
 /// state built for it.
-type Prepared = Vec<(
-    Arc<SharedService>,
-    Option<std::net::TcpListener>,
-    Rc<ServiceState>,
-)>;
+type Prepared = Vec<(Arc<SharedService>, Option<Listener>, Rc<ServiceState>)>;
 
 impl Worker {
     fn new(
@@ -144,7 +140,7 @@ impl Worker {
     ) -> Self {
         let log = log.map(|(sink, format)| {
             let local = Rc::new(sink.local(format));
-            ring::spawn(local.clone().run_flusher());
+            ring::spawn_detached(local.clone().run_flusher());
             local
         });
         Self {
@@ -224,7 +220,16 @@ impl Worker {
                 self.registry.clone(),
             )
             .map_err(|e| format!("service {}: TLS setup failed: {e}", shared.config.name))?;
-            prepared.push((shared, socket, Rc::new(state)));
+            let listener = match socket {
+                Some(socket) => Some(Listener::from_std(socket).map_err(|e| {
+                    format!(
+                        "service {}: cannot put the listener on {} on the ring: {e}",
+                        shared.config.name, shared.config.listen
+                    )
+                })?),
+                None => None,
+            };
+            prepared.push((shared, listener, Rc::new(state)));
         }
         self.prepared = Some(prepared);
         Ok(())
@@ -251,15 +256,14 @@ impl Worker {
             .flatten()
             .min();
         let mut keep = HashSet::with_capacity(prepared.len());
-        for (shared, socket, state) in prepared {
+        for (shared, listener, state) in prepared {
             let addr = shared.config.listen;
             keep.insert(addr);
             if state.tls_pool.is_some() || state.tcp_pool.is_some() {
-                ring::spawn(crate::proxy::warm::refill(state.clone()));
+                ring::spawn_detached(crate::proxy::warm::refill(state.clone()));
             }
-            match socket {
-                Some(socket) => {
-                    let listener = Listener::from_std(socket);
+            match listener {
+                Some(listener) => {
                     let cell = Rc::new(RefCell::new(state));
                     let stopper = listener.stopper();
                     let stop = Rc::new(Notify::new());
@@ -335,14 +339,14 @@ impl Worker {
             self.retire(slot);
         }
         for task in self.stopping.drain(..) {
-            let _ = task.await;
+            task.join().await;
         }
         let worker = self.index;
         let registry = &self.registry;
         let open = registry.active();
         if open > 0 {
             tracing::debug!(worker, open, "listeners closed; draining connections");
-            if tokio::time::timeout(drain_timeout, registry.wait_empty())
+            if time::timeout(drain_timeout, registry.wait_empty())
                 .await
                 .is_err()
             {
@@ -353,7 +357,7 @@ impl Worker {
                     ?drain_timeout,
                     "drain timeout reached: closing the remaining connections"
                 );
-                let _ = tokio::time::timeout(ABORT_GRACE, registry.wait_empty()).await;
+                let _ = time::timeout(ABORT_GRACE, registry.wait_empty()).await;
             }
         }
         if let Some((_, sweeper)) = self.sweeper.take() {

@@ -534,7 +534,7 @@ fn hasher() -> RandomState {
 
 mod bucket;
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 use bucket::GEN_MASK;
 use bucket::{busy, busy_fp, empty, expiry, gen, live, server, tag, Bucket, TAG_EMPTY, TAG_LIVE};
 

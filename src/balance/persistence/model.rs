@@ -5,17 +5,20 @@
 //! torn or foreign value), that no client is ever in two slots, and that once the threads are
 //! joined no insert is lost.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib balance::persistence`.
-//! Today that stops in tokio-uring 0.5, which calls `tokio::runtime::Builder::on_thread_park`,
-//! absent from tokio built with `--cfg loom`. Until that is settled, give `--cfg loom` to every
-//! crate but tokio with a rustc wrapper (`RUSTC_WRAPPER=/path/to/it`, same command without
-//! `RUSTFLAGS`, `CARGO_TARGET_DIR=target/loom-wrap`):
+//! Run with a rustc wrapper that gives `--cfg loom` to ringmaster and the crates it builds on,
+//! but not to the runtime crates that have loom code of their own and do not build under it
+//! (tokio, compio and its `event-listener`): `RUSTC_WRAPPER=/path/to/it
+//! CARGO_TARGET_DIR=target/loom-wrap cargo test --release --lib balance::persistence` (no
+//! `RUSTFLAGS`; cargo asks the wrapper for the target's cfg too, so `cfg(loom)` dev-dependencies
+//! are included). The wrapper:
 //!
 //! ```sh
 //! #!/bin/sh
 //! rustc="$1"; shift
 //! for a in "$@"; do
-//!   [ "$prev" = "--crate-name" ] && [ "$a" = "tokio" ] && exec "$rustc" "$@"
+//!   if [ "$prev" = "--crate-name" ]; then
+//!     case "$a" in tokio|event_listener|concurrent_queue|synchrony|compio*) exec "$rustc" "$@" ;; esac
+//!   fi
 //!   prev="$a"
 //! done
 //! exec "$rustc" "$@" --cfg loom
