@@ -2,7 +2,11 @@
 # ringmaster beside HAProxy, the same work, alternately in one run (A B A B ...), one core each.
 #
 #   benches/compare/run.sh [--quick] [--reps N] [--secs S] [--modes a,b] [--tests a,b]
-#                          [--idle-conns N] [--dry-run]
+#                          [--idle-conns N] [--baseline BIN] [--dry-run]
+#
+# --baseline BIN adds another ringmaster binary (e.g. an earlier commit's, built in a git
+# worktree) as a third proxy alternating with the others, so a change is measured against what
+# it replaces in the same run.
 #
 # Modes: passthrough (HAProxy `mode tcp`, backend HTTPS), offload (`mode tcp`, `ssl` on bind,
 # backend HTTP), reencrypt (`mode tcp`, `ssl` on bind and server, verify required; plus HAProxy
@@ -12,7 +16,8 @@
 #
 # The proxy runs under `taskset -c 0` with one worker/thread; nginx (the backend) and the load
 # generator under `taskset -c 1`. For every run it records the proxy's CPU (utime+stime from
-# /proc), the load generator's (/usr/bin/time) and nginx's worker (/proc), and writes
+# /proc), the load generator's (/usr/bin/time), nginx's worker (/proc) and the whole machine's
+# (every CPU's busy time in /proc/stat: user, system, irq, softirq, kernel threads), and writes
 # bench-out/<date>/{runs.tsv,summary.md,chart.svg}. See benches/compare/README.md.
 #
 # Installs what is missing with apt (as root only), builds ringmaster and hsload (release).
@@ -34,6 +39,7 @@ usage: benches/compare/run.sh [options]
   --modes a,b        of: passthrough,offload,reencrypt (default all)
   --tests a,b        of: keepalive,bulk,handshake,idle (default all)
   --idle-conns N     idle TLS connections for the memory test (default 5000)
+  --baseline BIN     also run this ringmaster binary (same configs), e.g. the previous release
   --dry-run          print the plan, one run per line, and exit without installing or starting anything
   -h, --help         this text
 EOF
@@ -42,12 +48,12 @@ EOF
 is_uint() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
 in_list() { local x=$1; shift; local y; for y in "$@"; do [ "$x" = "$y" ] && return 0; done; return 1; }
 
-REPS= SECS= IDLE_N= QUICK=0 DRY=0 MODES_ARG= TESTS_ARG=
+REPS= SECS= IDLE_N= QUICK=0 DRY=0 MODES_ARG= TESTS_ARG= BASELINE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; shift ;;
     --dry-run) DRY=1; shift ;;
-    --reps|--secs|--modes|--tests|--idle-conns)
+    --reps|--secs|--modes|--tests|--idle-conns|--baseline)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; usage; exit 2; }
       case "$1" in
         --reps) REPS=$2 ;;
@@ -55,6 +61,7 @@ while [ $# -gt 0 ]; do
         --modes) MODES_ARG=$2 ;;
         --tests) TESTS_ARG=$2 ;;
         --idle-conns) IDLE_N=$2 ;;
+        --baseline) BASELINE=$2 ;;
       esac
       shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -77,12 +84,18 @@ IFS=, read -r -a TESTS <<< "${TESTS_ARG:-$(IFS=,; echo "${ALL_TESTS[*]}")}"
 for m in "${MODES[@]}"; do in_list "$m" "${ALL_MODES[@]}" || { echo "unknown mode: $m" >&2; usage; exit 2; }; done
 for t in "${TESTS[@]}"; do in_list "$t" "${ALL_TESTS[@]}" || { echo "unknown test: $t" >&2; usage; exit 2; }; done
 [ ${#MODES[@]} -gt 0 ] && [ ${#TESTS[@]} -gt 0 ] || { usage; exit 2; }
+if [ -n "$BASELINE" ]; then
+  [ -x "$BASELINE" ] || { echo "--baseline: $BASELINE is not an executable" >&2; exit 2; }
+  BASELINE=$(cd "$(dirname "$BASELINE")" && pwd)/$(basename "$BASELINE")
+fi
 
 # The proxies compared in a mode, in the order they alternate.
 proxies_for() {
+  local base=
+  [ -n "$BASELINE" ] && base=baseline
   case $1 in
-    reencrypt) echo "ringmaster haproxy haproxy-http" ;;
-    *) echo "ringmaster haproxy" ;;
+    reencrypt) echo "ringmaster $base haproxy haproxy-http" ;;
+    *) echo "ringmaster $base haproxy" ;;
   esac
 }
 
@@ -158,7 +171,8 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 # utime+stime (all threads) in ticks; the fields after "(comm)" start at field 3.
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
-# "busy total" ticks of one CPU from /proc/stat.
+# "busy total" ticks of one CPU from /proc/stat (no argument: all CPUs together). Busy is user,
+# nice, system, irq, softirq and steal: everything but idle and iowait.
 cpu_line() { awk -v c="cpu$1" '$1 == c {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 wait_port() {
   local i
@@ -314,6 +328,9 @@ start_proxy() { # proxy mode
     ringmaster)
       taskset -c 0 "$BIN" run -c "$W/ringmaster-$2.toml" --log-level warn 2>>"$OUT/ringmaster.log" &
       PROXY=$! PORT=$RM_PORT ;;
+    baseline)
+      taskset -c 0 "$BASELINE" run -c "$W/ringmaster-$2.toml" --log-level warn 2>>"$OUT/baseline.log" &
+      PROXY=$! PORT=$RM_PORT ;;
     haproxy)
       taskset -c 0 haproxy -db -f "$W/haproxy-$2.cfg" 2>>"$OUT/haproxy.log" &
       PROXY=$! PORT=$HA_PORT ;;
@@ -339,7 +356,7 @@ loadgen() { # limit_s cmd...
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" "$2" | tail -1; }
 to_ms() { awk '{v=$1; if (v ~ /us$/) printf "%.3f", v/1000; else if (v ~ /ms$/) printf "%.3f", v+0; else if (v ~ /s$/) printf "%.3f", v*1000; else print "NaN"}'; }
 
-printf 'rep\tmode\ttest\tproxy\ttool\tfigure\tunit\tcount\terrors\twall_s\tproxy_cpu_s\tload_cpu_s\tbackend_cpu_s\tp99_ms\trss0_kib\trss1_kib\tcpu0_busy\tcpu1_busy\tfull\tresumed\n' > "$OUT/runs.tsv"
+printf 'rep\tmode\ttest\tproxy\ttool\tfigure\tunit\tcount\terrors\twall_s\tproxy_cpu_s\tload_cpu_s\tbackend_cpu_s\tp99_ms\trss0_kib\trss1_kib\tcpu0_busy\tcpu1_busy\tfull\tresumed\tmachine_cpu_s\n' > "$OUT/runs.tsv"
 
 # One run: start the proxy, measure around the load, stop the proxy, append a line to runs.tsv.
 run_one() { # rep mode test proxy
@@ -348,14 +365,14 @@ run_one() { # rep mode test proxy
   start_proxy "$proxy" "$mode"
   local url="https://127.0.0.1:$PORT"
   local tls_args=(--target "127.0.0.1:$PORT" --ca "$W/cert.pem" --host localhost)
-  local p0 n0 c0 c1 t0 t1 p1 n1 d0 d1
+  local p0 n0 c0 c1 t0 t1 p1 n1 d0 d1 m0 m1
   if [ "$test" = idle ]; then
     # Warm-up outside the measurement: session caches, allocator arenas, first connections.
     taskset -c 1 timeout 30 "$HSLOAD" "${tls_args[@]}" -c 4 -d 0.5 --sources "$SOURCES" > /dev/null 2>&1 || true
     sleep 0.5
     rss0=$(rss_kib "$PROXY")
   fi
-  p0=$(cpu_ticks "$PROXY"); n0=$(cpu_ticks "$NGINX_WORKER"); c0=$(cpu_line 0); c1=$(cpu_line 1)
+  p0=$(cpu_ticks "$PROXY"); n0=$(cpu_ticks "$NGINX_WORKER"); c0=$(cpu_line 0); c1=$(cpu_line 1); m0=$(cpu_line)
   t0=$(date +%s.%N)
   LOAD_CPU=0
   case $test in
@@ -406,7 +423,7 @@ run_one() { # rep mode test proxy
       unit="KiB/conn" ;;
   esac
   t1=$(date +%s.%N)
-  p1=$(cpu_ticks "$PROXY"); n1=$(cpu_ticks "$NGINX_WORKER"); d0=$(cpu_line 0); d1=$(cpu_line 1)
+  p1=$(cpu_ticks "$PROXY"); n1=$(cpu_ticks "$NGINX_WORKER"); d0=$(cpu_line 0); d1=$(cpu_line 1); m1=$(cpu_line)
   stop_pid "$PROXY"
   [ -s "$W/load.err" ] && sed "s/^/[$mode $test $proxy rep $rep] /" "$W/load.err" | head -5 >> "$OUT/errors.log"
   rm -f "$W/load.err"
@@ -424,10 +441,12 @@ run_one() { # rep mode test proxy
   local busy0 busy1
   busy0=$(echo "$c0 $d0" | awk '{t = $4 - $2; print (t > 0 ? ($3 - $1) / t : 0)}')
   busy1=$(echo "$c1 $d1" | awk '{t = $4 - $2; print (t > 0 ? ($3 - $1) / t : 0)}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%s\t%.3f\t%s\t%s\t%s\t%.3f\t%.3f\t%s\t%s\n' \
+  local machine
+  machine=$(echo "$m0 $m1" | awk -v tck="$TCK" '{print ($3 - $1) / tck}')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%s\t%.3f\t%s\t%s\t%s\t%.3f\t%.3f\t%s\t%s\t%.3f\n' \
     "$rep" "$mode" "$test" "$proxy" "$tool" "$figure" "$unit" "$count" "$errors" "$wall" \
     "$(echo "($p1 - $p0) / $TCK" | bc -l)" "$LOAD_CPU" "$(echo "($n1 - $n0) / $TCK" | bc -l)" \
-    "$p99" "$rss0" "$rss1" "$busy0" "$busy1" "$full" "$resumed" >> "$OUT/runs.tsv"
+    "$p99" "$rss0" "$rss1" "$busy0" "$busy1" "$full" "$resumed" "$machine" >> "$OUT/runs.tsv"
   printf '%-9s %-12s %-10s %-13s %12s %-12s errors=%s proxy_cpu=%.2fs\n' "rep=$rep" "$mode" "$test" "$proxy" \
     "$figure" "$unit" "$errors" "$(echo "($p1 - $p0) / $TCK" | bc -l)" >&2
 }
@@ -435,12 +454,14 @@ run_one() { # rep mode test proxy
 {
   echo "date: $(date -Is)"
   echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) CPUs, kernel $(uname -r)"
+  [ -n "$BASELINE" ] && echo "baseline: $BASELINE ($("$BASELINE" --version))"
   echo "ringmaster: $("$BIN" --version) (git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$([ -z "$(git status --porcelain -- src Cargo.lock 2>/dev/null)" ] || echo ', src/ differs from HEAD'))"
   echo "rustc: $(rustc -V)"
   echo "haproxy: $(haproxy -vv 2>&1 | head -3 | tr '\n' ' ')"
   echo "haproxy ssl: $(haproxy -vv 2>&1 | grep -m1 'Running on OpenSSL' | sed 's/^ *//')"
   echo "nginx: $(nginx -v 2>&1)"
   echo "wrk: $(wrk -v 2>&1 | head -1)"
+  echo "ring: ${RINGMASTER_RING:-coop (default)}"
   echo "reps=$REPS secs=$SECS idle_conns=$IDLE_N quick=$QUICK modes=$(IFS=,; echo "${MODES[*]}") tests=$(IFS=,; echo "${TESTS[*]}")"
 } > "$OUT/versions.txt"
 

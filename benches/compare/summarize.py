@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
 """Turns bench-out/<date>/runs.tsv (written by run.sh) into summary.md and chart.svg.
 
-Ratios are paired: ringmaster's run of repetition r against HAProxy's run of the same
-repetition, mode and test (they ran next to each other, on the same core), then the median of
-those ratios. Only such ratios are meant to be compared; absolute figures drift between runs.
+Ratios are paired: ringmaster's run of repetition r against HAProxy's (or the baseline
+ringmaster's, with run.sh --baseline) run of the same repetition, mode and test (they ran next to
+each other, on the same core), then the median of those ratios. Only such ratios are meant to be
+compared; absolute figures drift between runs.
+
+Two costs are reported per unit of work: the proxy's own CPU time (what one core can do), and the
+whole machine's busy CPU time from /proc/stat (proxy, client, server, softirq, kernel workers), so
+that a proxy cannot look cheaper by moving work into the kernel or onto its peers.
 
     python3 benches/compare/summarize.py bench-out/<date>
 """
@@ -18,7 +23,8 @@ MODES = ["passthrough", "offload", "reencrypt"]
 TESTS = ["keepalive", "bulk", "handshake", "idle"]
 # Figures where less is better (the chart inverts their ratio so that > 1 means ringmaster wins).
 LOWER_IS_BETTER = {"idle", "keepalive p99"}
-PROXY_NAMES = {"ringmaster": "ringmaster", "haproxy": "HAProxy tcp", "haproxy-http": "HAProxy http"}
+PROXY_NAMES = {"ringmaster": "ringmaster", "baseline": "baseline rm", "haproxy": "HAProxy tcp",
+               "haproxy-http": "HAProxy http"}
 # A core counts as saturated by what we measured above this share of its time.
 BUSY = 0.85
 
@@ -41,12 +47,16 @@ def load(path):
         for k in ("figure", "wall_s", "proxy_cpu_s", "load_cpu_s", "backend_cpu_s", "p99_ms",
                   "rss0_kib", "rss1_kib", "cpu0_busy", "cpu1_busy", "full", "resumed"):
             r[k] = num(r[k])
+        r["machine_cpu_s"] = num(r.get("machine_cpu_s"))
         c, pc = r["count"], r["proxy_cpu_s"]
         # Work per proxy CPU-second (requests, MiB, handshakes); none for the memory test.
         r["per_cpu"] = c / pc if r["test"] != "idle" and pc > 0 and c > 0 else math.nan
         r["client_us"] = r["load_cpu_s"] * 1e6 / c if c > 0 else math.nan
         r["backend_us"] = r["backend_cpu_s"] * 1e6 / c if c > 0 else math.nan
         r["peers_us"] = r["client_us"] + r["backend_us"]
+        # The whole machine's CPU per unit of work (µs per request, MiB or handshake).
+        m = r["machine_cpu_s"]
+        r["machine_us"] = m * 1e6 / c if r["test"] != "idle" and c > 0 and ok(m) else math.nan
         w = r["wall_s"]
         r["proxy_busy"] = pc / w if w > 0 else math.nan
         r["load_busy"] = (r["load_cpu_s"] + r["backend_cpu_s"]) / w if w > 0 else math.nan
@@ -95,6 +105,9 @@ class Runs:
     def values(self, mode, test, proxy, key):
         return [r[key] for r in self.get(mode, test, proxy)]
 
+    def has(self, proxy):
+        return any(r["proxy"] == proxy for r in self.rows)
+
     def ratios(self, mode, test, other, key):
         """Paired ratios ringmaster / other, per repetition."""
         a = {r["rep"]: r[key] for r in self.get(mode, test, "ringmaster")}
@@ -113,26 +126,38 @@ def ratio_cells(rs):
 
 
 def figure_table(runs, key, title, units, note):
-    out = [f"### {title}", "", note, "",
-           "| mode | test | unit | ringmaster | HAProxy tcp | rm/HA per rep | rm/HA median | HAProxy http | rm/HA-http median |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    base = runs.has("baseline")
+    head = "| mode | test | unit | ringmaster |"
+    rule = "|---|---|---|---|"
+    if base:
+        head += " baseline rm | rm/baseline median |"
+        rule += "---|---|"
+    head += " HAProxy tcp | rm/HA per rep | rm/HA median | HAProxy http | rm/HA-http median |"
+    rule += "---|---|---|---|---|"
+    out = [f"### {title}", "", note, "", head, rule]
     lines = []
     for mode, test in runs.present():
         variants = [(test, key)]
         if key == "figure" and test == "keepalive":
             variants.append(("keepalive p99", "p99_ms"))
         for label, k in variants:
-            if k == "per_cpu" and test == "idle":
+            if k in ("per_cpu", "machine_us") and test == "idle":
                 continue
             unit = units(label, mode, test)
             rm = med_range(runs.values(mode, test, "ringmaster", k))
+            cells = [rm]
+            if base:
+                cells += [med_range(runs.values(mode, test, "baseline", k)),
+                          ratio_cells(runs.ratios(mode, test, "baseline", k))[1]]
             ha = med_range(runs.values(mode, test, "haproxy", k))
             per, medr = ratio_cells(runs.ratios(mode, test, "haproxy", k))
+            cells += [ha, per, medr]
             hh, hhr = "", ""
             if mode == "reencrypt":
                 hh = med_range(runs.values(mode, test, "haproxy-http", k))
                 hhr = ratio_cells(runs.ratios(mode, test, "haproxy-http", k))[1]
-            lines.append(f"| {mode} | {label} | {unit} | {rm} | {ha} | {per} | {medr} | {hh} | {hhr} |")
+            cells += [hh, hhr]
+            lines.append(f"| {mode} | {label} | {unit} | " + " | ".join(cells) + " |")
     return out + lines + [""]
 
 
@@ -146,6 +171,11 @@ def unit_cpu(label, mode, test):
             "handshake": "handshakes per CPU-s"}[label]
 
 
+def unit_machine(label, mode, test):
+    return {"keepalive": "µs per request (less is better)", "bulk": "µs per MiB (less is better)",
+            "handshake": "µs per handshake (less is better)"}[label]
+
+
 def cost_table(runs):
     out = ["### Peers' CPU per request, and which side was the bottleneck", "",
            "Client = the load generator (wrk or hsload, /usr/bin/time), backend = the nginx worker "
@@ -156,7 +186,7 @@ def cost_table(runs):
            "| mode | test | proxy | client µs | backend µs | peers µs | peers rm/HA | proxy core busy | load core busy | bottleneck | other on CPU0 / CPU1 | errors |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for mode, test in runs.present():
-        for proxy in ["ringmaster", "haproxy", "haproxy-http"]:
+        for proxy in ["ringmaster", "baseline", "haproxy", "haproxy-http"]:
             rows = runs.get(mode, test, proxy)
             if not rows:
                 continue
@@ -192,7 +222,7 @@ def handshake_notes(runs):
     for mode, test in runs.present():
         if test not in ("handshake", "idle"):
             continue
-        for proxy in ["ringmaster", "haproxy", "haproxy-http"]:
+        for proxy in ["ringmaster", "baseline", "haproxy", "haproxy-http"]:
             rows = runs.get(mode, test, proxy)
             if not rows:
                 continue
@@ -249,13 +279,20 @@ def main():
     md += ["- proxy on CPU 0 (`taskset -c 0`, ringmaster `workers = 1`, HAProxy `nbthread 1`); "
            "nginx backend and load generator on CPU 1; one RSA-2048 certificate everywhere",
            "- rm/HA = ringmaster / HAProxy `mode tcp` paired per repetition (runs alternated A B A B); "
-           "HAProxy http = `mode http` + `http-reuse never` (reencrypt only)", ""]
+           "HAProxy http = `mode http` + `http-reuse never` (reencrypt only)"
+           + ("; baseline rm = the ringmaster given with `--baseline`, alternating too" if runs.has("baseline") else ""),
+           ""]
     md += figure_table(runs, "figure", "Figures", unit_raw,
                        "Median (min–max) over repetitions. For idle and p99, less is better, so a "
                        "ratio below 1 favours ringmaster there.")
     md += figure_table(runs, "per_cpu", "Per proxy CPU-second", unit_cpu,
                        "The figure divided by the proxy's own CPU time (utime+stime from /proc) "
                        "over the run: the work one core can do, whichever side was the bottleneck.")
+    md += figure_table(runs, "machine_us", "Whole machine's CPU per unit of work", unit_machine,
+                       "Busy time of every CPU (/proc/stat: user, system, irq, softirq, kernel "
+                       "threads) over the run, divided by the work done: proxy, client, nginx and "
+                       "the kernel's loopback TCP together. Less is better, so a ratio below 1 "
+                       "favours ringmaster. Anything else running on the machine counts too.")
     md += cost_table(runs)
     md += ["### How each test was measured", ""]
     md += ["- keepalive: `wrk -t1 -c32 --latency` GET /1k, TLS 1.3 sessions kept alive; p99 from wrk.",
