@@ -2,11 +2,16 @@
 # ringmaster beside HAProxy, the same work, alternately in one run (A B A B ...), one core each.
 #
 #   benches/compare/run.sh [--quick] [--reps N] [--secs S] [--modes a,b] [--tests a,b]
-#                          [--idle-conns N] [--baseline BIN] [--dry-run]
+#                          [--idle-conns N] [--baseline BIN] [--perf] [--record] [--dry-run]
 #
 # --baseline BIN adds another ringmaster binary (e.g. an earlier commit's, built in a git
 # worktree) as a third proxy alternating with the others, so a change is measured against what
-# it replaces in the same run.
+# it replaces in the same run. --perf counts, with `perf stat` on the proxy during keep-alive
+# runs, what each request costs it: syscalls (io_uring_enter, epoll_wait, recv/send), io_uring
+# operations submitted and the ones that had to arm a poll, task-work runs, context switches,
+# (summary: "Per keep-alive request", with the proxy's user and system CPU time per request).
+# --record samples the proxy during keep-alive runs (`perf record`, no call graphs) into
+# bench-out/<date>/perf-<mode>-<proxy>-<rep>.data, for `perf report -i`.
 #
 # Modes: passthrough (HAProxy `mode tcp`, backend HTTPS), offload (`mode tcp`, `ssl` on bind,
 # backend HTTP), reencrypt (`mode tcp`, `ssl` on bind and server, verify required; plus HAProxy
@@ -40,6 +45,8 @@ usage: benches/compare/run.sh [options]
   --tests a,b        of: keepalive,bulk,handshake,idle (default all)
   --idle-conns N     idle TLS connections for the memory test (default 5000)
   --baseline BIN     also run this ringmaster binary (same configs), e.g. the previous release
+  --perf             count syscalls and io_uring operations per keep-alive request (perf stat)
+  --record           sample the proxy during keep-alive runs (perf record) for perf report
   --dry-run          print the plan, one run per line, and exit without installing or starting anything
   -h, --help         this text
 EOF
@@ -48,10 +55,12 @@ EOF
 is_uint() { [[ $1 =~ ^[1-9][0-9]*$ ]]; }
 in_list() { local x=$1; shift; local y; for y in "$@"; do [ "$x" = "$y" ] && return 0; done; return 1; }
 
-REPS= SECS= IDLE_N= QUICK=0 DRY=0 MODES_ARG= TESTS_ARG= BASELINE=
+REPS= SECS= IDLE_N= QUICK=0 DRY=0 PERF=0 RECORD=0 MODES_ARG= TESTS_ARG= BASELINE=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; shift ;;
+    --perf) PERF=1; shift ;;
+    --record) RECORD=1; shift ;;
     --dry-run) DRY=1; shift ;;
     --reps|--secs|--modes|--tests|--idle-conns|--baseline)
       [ $# -ge 2 ] || { echo "$1 needs a value" >&2; usage; exit 2; }
@@ -127,9 +136,10 @@ for tool in haproxy nginx wrk h2load gnuplot bc curl openssl python3 taskset tim
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || need+=("$tool")
 done
 [ -x /usr/bin/time ] || need+=(time)
+[ "$PERF$RECORD" != 00 ] && ! command -v perf >/dev/null && need+=(perf)
 if [ ${#need[@]} -gt 0 ]; then
   pkgs=$(printf '%s\n' "${need[@]}" | sed 's/^h2load$/nghttp2-client/; s/^nginx$/nginx-light/;
-    s/^gnuplot$/gnuplot-nox/; s/^python3$/python3-minimal/; s/^taskset$/util-linux/; s/^timeout$/coreutils/' |
+    s/^gnuplot$/gnuplot-nox/; s/^perf$/linux-perf/; s/^python3$/python3-minimal/; s/^taskset$/util-linux/; s/^timeout$/coreutils/' |
     sort -u | tr '\n' ' ')
   if [ "$(id -u)" != 0 ]; then
     echo "missing: ${need[*]}; as root: apt-get install -y $pkgs" >&2
@@ -167,13 +177,19 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 TCK=$(getconf CLK_TCK)
+# What --perf counts on the proxy (all its threads) during keep-alive runs.
+PERF_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_io_uring_enter,syscalls:sys_enter_epoll_wait
+PERF_EVENTS+=,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,io_uring:io_uring_submit_req
+PERF_EVENTS+=,io_uring:io_uring_poll_arm,io_uring:io_uring_task_add,context-switches
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 # utime+stime (all threads) in ticks; the fields after "(comm)" start at field 3.
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# utime and stime apart, in ticks.
+cpu_split() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12, $13}'; }
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 # "busy total" ticks of one CPU from /proc/stat (no argument: all CPUs together). Busy is user,
 # nice, system, irq, softirq and steal: everything but idle and iowait.
-cpu_line() { awk -v c="cpu$1" '$1 == c {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+cpu_line() { awk -v c="cpu${1:-}" '$1 == c {print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 wait_port() {
   local i
   for i in $(seq 200); do
@@ -356,7 +372,7 @@ loadgen() { # limit_s cmd...
 kv() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" "$2" | tail -1; }
 to_ms() { awk '{v=$1; if (v ~ /us$/) printf "%.3f", v/1000; else if (v ~ /ms$/) printf "%.3f", v+0; else if (v ~ /s$/) printf "%.3f", v*1000; else print "NaN"}'; }
 
-printf 'rep\tmode\ttest\tproxy\ttool\tfigure\tunit\tcount\terrors\twall_s\tproxy_cpu_s\tload_cpu_s\tbackend_cpu_s\tp99_ms\trss0_kib\trss1_kib\tcpu0_busy\tcpu1_busy\tfull\tresumed\tmachine_cpu_s\n' > "$OUT/runs.tsv"
+printf 'rep\tmode\ttest\tproxy\ttool\tfigure\tunit\tcount\terrors\twall_s\tproxy_cpu_s\tload_cpu_s\tbackend_cpu_s\tp99_ms\trss0_kib\trss1_kib\tcpu0_busy\tcpu1_busy\tfull\tresumed\tmachine_cpu_s\tperf\tproxy_user_s\tproxy_sys_s\n' > "$OUT/runs.tsv"
 
 # One run: start the proxy, measure around the load, stop the proxy, append a line to runs.tsv.
 run_one() { # rep mode test proxy
@@ -365,14 +381,27 @@ run_one() { # rep mode test proxy
   start_proxy "$proxy" "$mode"
   local url="https://127.0.0.1:$PORT"
   local tls_args=(--target "127.0.0.1:$PORT" --ca "$W/cert.pem" --host localhost)
-  local p0 n0 c0 c1 t0 t1 p1 n1 d0 d1 m0 m1
+  local p0 n0 c0 c1 t0 t1 p1 n1 d0 d1 m0 m1 s0 s1
   if [ "$test" = idle ]; then
     # Warm-up outside the measurement: session caches, allocator arenas, first connections.
     taskset -c 1 timeout 30 "$HSLOAD" "${tls_args[@]}" -c 4 -d 0.5 --sources "$SOURCES" > /dev/null 2>&1 || true
     sleep 0.5
     rss0=$(rss_kib "$PROXY")
   fi
-  p0=$(cpu_ticks "$PROXY"); n0=$(cpu_ticks "$NGINX_WORKER"); c0=$(cpu_line 0); c1=$(cpu_line 1); m0=$(cpu_line)
+  p0=$(cpu_ticks "$PROXY"); n0=$(cpu_ticks "$NGINX_WORKER"); c0=$(cpu_line 0); c1=$(cpu_line 1); m0=$(cpu_line); s0=$(cpu_split "$PROXY")
+  local perf_pid= perf_counts=- record_pid=
+  if [ "$RECORD" = 1 ] && [ "$test" = keepalive ]; then
+    perf record -q -F 2999 -o "$OUT/perf-$mode-$proxy-$rep.data" -p "$PROXY" 2>/dev/null &
+    record_pid=$!
+    PIDS+=("$record_pid")
+    sleep 0.3
+  fi
+  if [ "$PERF" = 1 ] && [ "$test" = keepalive ]; then
+    perf stat -x';' -o "$W/perf.out" -e "$PERF_EVENTS" -p "$PROXY" 2>/dev/null &
+    perf_pid=$!
+    PIDS+=("$perf_pid")
+    sleep 0.3
+  fi
   t0=$(date +%s.%N)
   LOAD_CPU=0
   case $test in
@@ -423,7 +452,18 @@ run_one() { # rep mode test proxy
       unit="KiB/conn" ;;
   esac
   t1=$(date +%s.%N)
-  p1=$(cpu_ticks "$PROXY"); n1=$(cpu_ticks "$NGINX_WORKER"); d0=$(cpu_line 0); d1=$(cpu_line 1); m1=$(cpu_line)
+  if [ -n "$record_pid" ]; then
+    kill -INT "$record_pid" 2>/dev/null || true
+    wait "$record_pid" 2>/dev/null || true
+  fi
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null || true
+    wait "$perf_pid" 2>/dev/null || true
+    # "event=count,event=count,...": the counts over the whole run, for the summary to divide.
+    perf_counts=$(awk -F';' '$1 ~ /^[0-9]+$/ {printf "%s%s=%s", (n++ ? "," : ""), $3, $1}' "$W/perf.out")
+    : "${perf_counts:=-}"
+  fi
+  p1=$(cpu_ticks "$PROXY"); n1=$(cpu_ticks "$NGINX_WORKER"); d0=$(cpu_line 0); d1=$(cpu_line 1); m1=$(cpu_line); s1=$(cpu_split "$PROXY")
   stop_pid "$PROXY"
   [ -s "$W/load.err" ] && sed "s/^/[$mode $test $proxy rep $rep] /" "$W/load.err" | head -5 >> "$OUT/errors.log"
   rm -f "$W/load.err"
@@ -441,12 +481,13 @@ run_one() { # rep mode test proxy
   local busy0 busy1
   busy0=$(echo "$c0 $d0" | awk '{t = $4 - $2; print (t > 0 ? ($3 - $1) / t : 0)}')
   busy1=$(echo "$c1 $d1" | awk '{t = $4 - $2; print (t > 0 ? ($3 - $1) / t : 0)}')
-  local machine
+  local machine user_sys
+  user_sys=$(echo "$s0 $s1" | awk -v tck="$TCK" '{printf "%.3f\t%.3f", ($3 - $1) / tck, ($4 - $2) / tck}')
   machine=$(echo "$m0 $m1" | awk -v tck="$TCK" '{print ($3 - $1) / tck}')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%s\t%.3f\t%s\t%s\t%s\t%.3f\t%.3f\t%s\t%s\t%.3f\n' \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.3f\t%.3f\t%s\t%.3f\t%s\t%s\t%s\t%.3f\t%.3f\t%s\t%s\t%.3f\t%s\t%s\n' \
     "$rep" "$mode" "$test" "$proxy" "$tool" "$figure" "$unit" "$count" "$errors" "$wall" \
     "$(echo "($p1 - $p0) / $TCK" | bc -l)" "$LOAD_CPU" "$(echo "($n1 - $n0) / $TCK" | bc -l)" \
-    "$p99" "$rss0" "$rss1" "$busy0" "$busy1" "$full" "$resumed" "$machine" >> "$OUT/runs.tsv"
+    "$p99" "$rss0" "$rss1" "$busy0" "$busy1" "$full" "$resumed" "$machine" "$perf_counts" "$user_sys" >> "$OUT/runs.tsv"
   printf '%-9s %-12s %-10s %-13s %12s %-12s errors=%s proxy_cpu=%.2fs\n' "rep=$rep" "$mode" "$test" "$proxy" \
     "$figure" "$unit" "$errors" "$(echo "($p1 - $p0) / $TCK" | bc -l)" >&2
 }

@@ -48,6 +48,13 @@ def load(path):
                   "rss0_kib", "rss1_kib", "cpu0_busy", "cpu1_busy", "full", "resumed"):
             r[k] = num(r[k])
         r["machine_cpu_s"] = num(r.get("machine_cpu_s"))
+        r["proxy_user_s"] = num(r.get("proxy_user_s"))
+        r["proxy_sys_s"] = num(r.get("proxy_sys_s"))
+        raw_perf, r["perf"] = r.get("perf") or "-", {}
+        for item in raw_perf.split(","):
+            name, _, value = item.partition("=")
+            if value:
+                r["perf"][name] = num(value)
         c, pc = r["count"], r["proxy_cpu_s"]
         # Work per proxy CPU-second (requests, MiB, handshakes); none for the memory test.
         r["per_cpu"] = c / pc if r["test"] != "idle" and pc > 0 and c > 0 else math.nan
@@ -217,6 +224,53 @@ def cost_table(runs):
     return out + [""]
 
 
+# What `run.sh --perf` counted, as (column, events summed).
+PERF_COLUMNS = [
+    ("syscalls", ["raw_syscalls:sys_enter"]),
+    ("io_uring_enter", ["syscalls:sys_enter_io_uring_enter"]),
+    ("epoll_wait", ["syscalls:sys_enter_epoll_wait"]),
+    ("recv + send", ["syscalls:sys_enter_recvfrom", "syscalls:sys_enter_sendto"]),
+    ("ring ops", ["io_uring:io_uring_submit_req"]),
+    ("polls armed", ["io_uring:io_uring_poll_arm"]),
+    ("task work", ["io_uring:io_uring_task_add"]),
+    ("ctx switches", ["context-switches"]),
+]
+
+
+def perf_table(runs):
+    """Per keep-alive request, the medians of what perf stat counted on the proxy."""
+    rows_out = []
+    for mode, test in runs.present():
+        if test != "keepalive":
+            continue
+        for proxy in ["ringmaster", "baseline", "haproxy", "haproxy-http"]:
+            rows = [r for r in runs.get(mode, test, proxy) if r["perf"] and r["count"] > 0]
+            if not rows:
+                continue
+            cells = []
+            for _, events in PERF_COLUMNS:
+                vals = []
+                for r in rows:
+                    got = [r["perf"].get(e) for e in events]
+                    if all(ok(g) for g in got if g is not None) and any(g is not None for g in got):
+                        vals.append(sum(g for g in got if g is not None) / r["count"])
+                cells.append(fmt(median(vals)) if vals else "–")
+            for key in ("proxy_user_s", "proxy_sys_s"):
+                cells.append(fmt(median([r[key] * 1e6 / r["count"] for r in rows])))
+            rows_out.append(f"| {mode} | {PROXY_NAMES[proxy]} | " + " | ".join(cells) + " |")
+    if not rows_out:
+        return []
+    return ["### Per keep-alive request, on the proxy (perf stat)", "",
+            "Counted by `perf stat -p` on the proxy over each keep-alive run (`run.sh --perf`), "
+            "divided by the requests wrk completed; medians over repetitions. Ring ops = io_uring "
+            "operations submitted; polls armed = operations that found no data and waited on a "
+            "poll; task work = completions run as task work; user and system µs = the proxy's CPU "
+            "time per request (/proc, 10 ms ticks). – where a proxy has no such thing.",
+            "",
+            "| mode | proxy | " + " | ".join(c for c, _ in PERF_COLUMNS) + " | user µs | system µs |",
+            "|---|---|" + "---|" * (len(PERF_COLUMNS) + 2), *rows_out, ""]
+
+
 def handshake_notes(runs):
     out = []
     for mode, test in runs.present():
@@ -293,6 +347,7 @@ def main():
                        "threads) over the run, divided by the work done: proxy, client, nginx and "
                        "the kernel's loopback TCP together. Less is better, so a ratio below 1 "
                        "favours ringmaster. Anything else running on the machine counts too.")
+    md += perf_table(runs)
     md += cost_table(runs)
     md += ["### How each test was measured", ""]
     md += ["- keepalive: `wrk -t1 -c32 --latency` GET /1k, TLS 1.3 sessions kept alive; p99 from wrk.",

@@ -6,6 +6,7 @@
 //! - [`affinity`]: the CPUs this process may run on, and pinning a thread to one of them.
 //! - [`buffers`]: per-core pools of large I/O buffers; idle connections hold only small ones.
 //! - [`listener`]: `SO_REUSEPORT` listeners with an explicit backlog.
+//! - [`recv`]: multishot receives into kernel-selected buffers, with back-pressure.
 //! - [`connect`]: backend connects bounded by a timeout without leaking an in-flight operation.
 //! - [`endpoint`]: what the relay needs from one end of a connection, plain or TLS.
 //! - [`stream`]: the TCP stream type the proxy reads and writes with owned buffers.
@@ -16,6 +17,7 @@ pub mod buffers;
 pub mod connect;
 pub mod endpoint;
 pub mod listener;
+pub mod recv;
 pub mod ring;
 pub mod stream;
 pub mod time;

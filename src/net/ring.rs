@@ -43,9 +43,18 @@ fn wanted() -> RingFlags {
     }
 }
 
+/// Buffers in each worker's provided-buffer ring (`net::recv`), [`super::recv::PROVIDED_LEN`]
+/// bytes each: 2 MiB per worker, touched as used.
+pub const PROVIDED_BUFFERS: u16 = 512;
+
 fn builder(flags: RingFlags) -> ProactorBuilder {
     let mut proactor = ProactorBuilder::new();
     proactor.capacity(RING_ENTRIES);
+    if let Some(n) = std::num::NonZeroU16::new(PROVIDED_BUFFERS) {
+        proactor
+            .buffer_pool_size(n)
+            .buffer_pool_buffer_len(super::recv::PROVIDED_LEN);
+    }
     match flags {
         RingFlags::Coop => {
             proactor

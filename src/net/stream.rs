@@ -27,6 +27,21 @@ impl TcpStream {
         Self { inner }
     }
 
+    /// The compio socket, for the multishot receiver (`net::recv`).
+    pub(crate) fn compio(&self) -> &compio::net::TcpStream {
+        &self.inner
+    }
+
+    /// Writes every chunk of `batch` with vectored writes, returning it for reuse.
+    pub async fn write_batch(
+        &self,
+        batch: super::recv::Batch,
+    ) -> (io::Result<()>, super::recv::Batch) {
+        let mut writer = &self.inner;
+        let BufResult(res, batch) = writer.write_vectored_all(batch).await;
+        (res, batch)
+    }
+
     /// Reads into `buf` from index 0, up to its capacity; on return `buf.len()` is the count read.
     /// `Ok(0)` means the peer closed its sending side.
     pub async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {

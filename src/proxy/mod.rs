@@ -4,6 +4,7 @@
 //! - [`offload`]: TLS from the client, plain TCP to the server.
 //! - [`reencrypt`]: TLS from the client, new TLS to the server, ALPN passed through.
 //! - [`relay`]: the bidirectional copy shared by every mode.
+//! - [`splice`]: passthrough's lean relay between two plain sockets (multishot receives).
 //! - [`warm`]: keeping each core's warm pools of server connections filled.
 //! - [`registry`]: per-core connection registry, idle timeouts and drain accounting.
 
@@ -14,6 +15,7 @@ pub mod record;
 pub mod reencrypt;
 pub mod registry;
 pub mod relay;
+pub mod splice;
 pub mod warm;
 
 use std::cell::{Cell, RefCell};

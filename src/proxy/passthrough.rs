@@ -4,14 +4,16 @@ use std::net::SocketAddr;
 
 use super::record::Record;
 use super::registry::ConnGuard;
-use super::relay::{relay_with, RelayOutcome, Side};
+use super::relay::{RelayOutcome, Side};
+use super::splice::splice;
 use super::{ServiceState, Upstream};
-use crate::net::buffers::SMALL;
+use crate::net::recv::{Batch, Receiver};
 use crate::net::{connect::connect, TcpStream};
 
 /// Serves one passthrough connection: waits for the client's first bytes (within the handshake
-/// timeout; a silent client never costs a server connection), unless the server speaks first,
-/// then connects and relays, the first bytes first.
+/// timeout; a silent client never costs a server connection, nor a buffer: the wait is the
+/// multishot receive the relay goes on with), unless the server speaks first, then connects and
+/// relays, the first bytes first.
 pub async fn serve(
     client: &TcpStream,
     peer: SocketAddr,
@@ -24,38 +26,37 @@ pub async fn serve(
         service.plan(peer, record);
         return;
     }
-    let first = if service.config().limits.handshake_timeout.is_some() {
-        match first_bytes(client, record).await {
-            Some(first) => first,
-            None => return,
-        }
-    } else {
-        Vec::new()
-    };
+    let mut client_rx = Receiver::new(client);
+    let mut first = Batch::new();
+    if service.config().limits.handshake_timeout.is_some()
+        && !first_bytes(&mut client_rx, &mut first, record).await
+    {
+        return;
+    }
     guard.handshake_done();
     let Some(server) = connect_plain(service, peer, guard, record).await else {
         return;
     };
     guard.set_server_fd(server.stream.raw_fd());
-    record.outcome = Some(relay_with(client, &server.stream, guard, first).await);
+    record.outcome = Some(splice(client_rx, first, &server.stream, guard).await);
 }
 
-/// The client's first bytes; `None` (recorded) if it closed or failed before sending any. A
-/// client that closes without a byte (a port probe) is a clean close, not an error.
-async fn first_bytes(client: &TcpStream, record: &mut Record) -> Option<Vec<u8>> {
-    let (res, buf) = client.read(Vec::with_capacity(SMALL)).await;
-    match res {
-        Ok(0) => {
+/// Receives the client's first bytes into `first`; false (recorded) if it closed or failed
+/// before sending any. A client that closes without a byte (a port probe) is a clean close, not
+/// an error.
+async fn first_bytes(rx: &mut Receiver<'_>, first: &mut Batch, record: &mut Record) -> bool {
+    match rx.recv(first).await {
+        Ok(true) => true,
+        Ok(false) => {
             record.outcome = Some(RelayOutcome {
                 first_close: Some(Side::Client),
                 ..RelayOutcome::default()
             });
-            None
+            false
         }
-        Ok(_) => Some(buf),
         Err(e) => {
             record.fail(Side::Client, format!("before its first byte: {e}"));
-            None
+            false
         }
     }
 }

@@ -77,15 +77,27 @@ pub struct RelayOutcome {
 
 /// What the two pumps of one relay share: how it is ending.
 #[derive(Default)]
-struct Ending {
-    first_close: Cell<Option<Side>>,
-    failure: RefCell<Option<(Side, io::Error)>>,
+pub(super) struct Ending {
+    /// The side whose end of data reached the relay first.
+    pub(super) first_close: Cell<Option<Side>>,
+    /// The first failure and its side.
+    pub(super) failure: RefCell<Option<(Side, io::Error)>>,
 }
 
 impl Ending {
+    /// The outcome, with the bytes each pump copied.
+    pub(super) fn outcome(self, client_to_server: u64, server_to_client: u64) -> RelayOutcome {
+        RelayOutcome {
+            client_to_server,
+            server_to_client,
+            error: self.failure.into_inner(),
+            first_close: self.first_close.get(),
+        }
+    }
+
     /// Records the first failure and aborts both ends; later errors (the other pump's, caused by
     /// that abort) are not failures of their own.
-    fn fail(&self, side: Side, e: io::Error, a: &impl Endpoint, b: &impl Endpoint) {
+    pub(super) fn fail(&self, side: Side, e: io::Error, a: &impl Endpoint, b: &impl Endpoint) {
         let first = self.failure.borrow().is_none();
         if first {
             *self.failure.borrow_mut() = Some((side, e));
@@ -132,12 +144,7 @@ pub async fn relay_with<C: Endpoint, S: Endpoint>(
             Vec::new()
         ),
     );
-    RelayOutcome {
-        client_to_server: up,
-        server_to_client: down,
-        error: ending.failure.into_inner(),
-        first_close: ending.first_close.get(),
-    }
+    ending.outcome(up, down)
 }
 
 /// Copies `from` → `to` until a clean EOF or a failure; returns the bytes copied. `first` is
