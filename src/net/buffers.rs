@@ -54,8 +54,8 @@ pub fn pooled() -> usize {
     LARGE_POOL.with(|pool| pool.borrow().len())
 }
 
-/// The read buffers of one direction of a connection: its own small one, and a large one borrowed
-/// from the pool while data flows.
+/// The read buffers of one direction of a connection: its own small one (allocated at its first
+/// wait), and a large one borrowed from the pool while data flows.
 ///
 /// Take [`ReadBuf::for_wait`]'s buffer for a read that waits for data and
 /// [`ReadBuf::for_burst`]'s for reading what is already queued; give either back with
@@ -74,10 +74,11 @@ impl Default for ReadBuf {
 }
 
 impl ReadBuf {
-    /// A small buffer, no large one.
+    /// No buffer yet: the small one is allocated by the first [`ReadBuf::for_wait`], the large
+    /// one comes from the pool.
     pub fn new() -> Self {
         Self {
-            small: Some(Vec::with_capacity(SMALL)),
+            small: None,
             large: None,
         }
     }
@@ -104,6 +105,15 @@ impl ReadBuf {
         } else {
             self.small = Some(buf);
         }
+    }
+
+    /// Gives the large buffer back to the pool and frees the small one: for a connection that
+    /// waits without buffers of its own (a multishot receive).
+    pub fn release(&mut self) {
+        if let Some(large) = self.large.take() {
+            give_back(large);
+        }
+        self.small = None;
     }
 
     /// True while a large buffer is held (taken from the pool and not yet given back).

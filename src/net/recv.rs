@@ -37,7 +37,7 @@ use compio::driver::{BufferRef, SharedFd, ToSharedFd};
 use compio::runtime::{CancelToken, Runtime, SubmitMultiManaged, WithCancel};
 use futures_util::StreamExt;
 
-use super::buffers::{ReadBuf, LARGE};
+use super::buffers::ReadBuf;
 use super::TcpStream;
 
 /// Size of each kernel-selected receive buffer. A keep-alive request or a small response (or
@@ -219,8 +219,12 @@ enum Mode {
     /// Cancelled; polled (under the same token, so that it is not armed again) until its last
     /// completion.
     Draining(Multi, CancelToken),
-    /// Single-shot reads into an own buffer until one finds the socket drained.
-    Direct,
+    /// After a stop: non-blocking reads into a large pooled buffer until the socket is drained
+    /// (then the large buffer goes back to the pool and the receive is armed again).
+    Burst,
+    /// The ring had no free buffer: one waiting read into a small buffer of its own, then armed
+    /// again.
+    Starved,
 }
 
 /// The end of the data, or how it failed, met while chunks were still held.
@@ -303,33 +307,60 @@ impl<'a> Receiver<'a> {
                     })
                     .await;
                 }
-                Mode::Direct => return self.read_direct(batch).await,
+                Mode::Burst => {
+                    if let Some(more) = self.read_queued(batch)? {
+                        return Ok(more);
+                    }
+                }
+                Mode::Starved => return self.read_starved(batch).await,
             }
         }
     }
 
     fn is_direct(&self) -> bool {
-        matches!(self.mode, Mode::Direct | Mode::Idle)
+        matches!(self.mode, Mode::Burst | Mode::Starved | Mode::Idle)
     }
 
     fn arm(&mut self) {
         self.mode = Mode::Armed(multishot(self.stream.compio()), CancelToken::new());
     }
 
-    /// One single-shot read into an own buffer (a large one: reads come here when data piles up).
-    async fn read_direct(&mut self, batch: &mut Batch) -> io::Result<bool> {
-        let buf = self.bufs.for_burst();
-        let (res, buf) = self.stream.read(buf).await;
+    /// Reads what the socket has queued into a large pooled buffer, without waiting. `None`
+    /// when nothing was: the buffer went back to the pool and the receive is to be armed again.
+    fn read_queued(&mut self, batch: &mut Batch) -> io::Result<Option<bool>> {
+        let mut buf = self.bufs.for_burst();
+        match self.stream.try_read(&mut buf) {
+            Ok(None) => {
+                self.bufs.put(buf);
+                self.bufs.release();
+                self.mode = Mode::Idle;
+                Ok(None)
+            }
+            Ok(Some(0)) => {
+                self.bufs.put(buf);
+                Ok(Some(false))
+            }
+            Ok(Some(_)) => {
+                batch.push(Chunk::Owned(buf));
+                Ok(Some(true))
+            }
+            Err(e) => {
+                self.bufs.put(buf);
+                Err(e)
+            }
+        }
+    }
+
+    /// One waiting read into a small own buffer, for when the ring had none; armed again after.
+    async fn read_starved(&mut self, batch: &mut Batch) -> io::Result<bool> {
+        let (res, buf) = self.stream.read(self.bufs.for_wait()).await;
+        self.mode = Mode::Idle;
         match res {
             Ok(0) => {
                 self.bufs.put(buf);
                 Ok(false)
             }
-            Ok(n) => {
-                if n < LARGE {
-                    // Caught up: the next wait is a multishot receive again.
-                    self.mode = Mode::Idle;
-                }
+            Ok(_) => {
                 batch.push(Chunk::Owned(buf));
                 Ok(true)
             }
@@ -349,7 +380,7 @@ impl<'a> Receiver<'a> {
                 Mode::Armed(stream, token) | Mode::Draining(stream, token) => {
                     stream.poll_chunk(cx, token)
                 }
-                Mode::Idle | Mode::Direct => return,
+                Mode::Idle | Mode::Burst | Mode::Starved => return,
             };
             match polled {
                 Poll::Pending => return,
@@ -364,11 +395,15 @@ impl<'a> Receiver<'a> {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     let draining = matches!(self.mode, Mode::Draining(..));
-                    self.mode = Mode::Direct;
                     // Its end after our cancel, or the ring out of buffers: the data is still
                     // in the socket, for single-shot reads.
                     let out_of_buffers = e.kind() == io::ErrorKind::ResourceBusy;
                     self.out_of_buffers += usize::from(out_of_buffers);
+                    self.mode = if out_of_buffers {
+                        Mode::Starved
+                    } else {
+                        Mode::Burst
+                    };
                     let our_cancel = draining && e.raw_os_error() == Some(libc::ECANCELED);
                     if !(out_of_buffers || our_cancel) {
                         self.ended = Some(Pending::Error(e));
@@ -378,7 +413,7 @@ impl<'a> Receiver<'a> {
                 Poll::Ready(None) => {
                     // EOF, or (after a cancel) the end of the operation: a direct read tells.
                     let draining = matches!(self.mode, Mode::Draining(..));
-                    self.mode = Mode::Direct;
+                    self.mode = Mode::Burst;
                     if !draining {
                         self.ended = Some(Pending::Eof);
                     }
@@ -478,7 +513,7 @@ mod tests {
                 assert!(rx.held.len() <= crate::net::ring::PROVIDED_BUFFERS as usize);
                 if rx.held.len() > MAX_HELD {
                     assert!(
-                        matches!(rx.mode, Mode::Draining(..) | Mode::Direct),
+                        matches!(rx.mode, Mode::Draining(..) | Mode::Burst | Mode::Starved),
                         "{} held and still armed",
                         rx.held.len()
                     );
