@@ -81,12 +81,23 @@ pub struct Batch {
     bytes: usize,
 }
 
+/// Chunk slots a batch keeps while its connection is idle (a keep-alive request needs one).
+const IDLE_SLOTS: usize = 2;
+
 impl Batch {
-    /// An empty batch with room for [`MAX_BATCH`] chunks (allocated once per direction).
+    /// An empty batch; its chunk list grows with the first sends (up to [`MAX_BATCH`]) and
+    /// shrinks back to [`IDLE_SLOTS`] when its connection goes idle.
     pub fn new() -> Self {
         Self {
-            chunks: Vec::with_capacity(MAX_BATCH),
+            chunks: Vec::new(),
             bytes: 0,
+        }
+    }
+
+    /// Frees the room of a past burst (called before an idle wait, when the batch is empty).
+    fn shrink_idle(&mut self) {
+        if self.chunks.capacity() > IDLE_SLOTS {
+            self.chunks.shrink_to(IDLE_SLOTS);
         }
     }
 
@@ -251,7 +262,7 @@ impl<'a> Receiver<'a> {
         Self {
             stream,
             mode: Mode::Idle,
-            held: VecDeque::with_capacity(MAX_HELD),
+            held: VecDeque::new(),
             ended: None,
             out_of_buffers: 0,
             bufs: ReadBuf::new(),
@@ -297,6 +308,10 @@ impl<'a> Receiver<'a> {
             match self.mode {
                 Mode::Idle => self.arm(),
                 Mode::Armed(..) | Mode::Draining(..) => {
+                    batch.shrink_idle();
+                    if self.held.capacity() > IDLE_SLOTS {
+                        self.held.shrink_to(IDLE_SLOTS);
+                    }
                     poll_fn(|cx| {
                         self.poll_hold(cx);
                         if self.held.is_empty() && self.ended.is_none() && !self.is_direct() {
