@@ -85,6 +85,26 @@ pub(super) struct Ending {
 }
 
 impl Ending {
+    /// `from` ended its data cleanly: notes which side closed first and half-closes `to`
+    /// (the opposite direction keeps going); a failing half-close, unless the peer is merely
+    /// gone already, is a failure.
+    pub(super) async fn end_of_data(
+        &self,
+        from: &impl Endpoint,
+        from_side: Side,
+        to: &impl Endpoint,
+        to_side: Side,
+    ) {
+        if self.first_close.get().is_none() {
+            self.first_close.set(Some(from_side));
+        }
+        if let Err(e) = to.close_write().await {
+            if !is_benign_close_error(&e) {
+                self.fail(to_side, e, from, to);
+            }
+        }
+    }
+
     /// The outcome, with the bytes each pump copied.
     pub(super) fn outcome(self, client_to_server: u64, server_to_client: u64) -> RelayOutcome {
         RelayOutcome {
@@ -193,15 +213,7 @@ async fn pump<R: Endpoint, W: Endpoint>(
         let n = match res {
             Ok(0) => {
                 bufs.put(buf);
-                if ending.first_close.get().is_none() {
-                    ending.first_close.set(Some(from_side));
-                }
-                // Half-close: tell the other side, keep the opposite direction going.
-                if let Err(e) = to.close_write().await {
-                    if !is_benign_close_error(&e) {
-                        ending.fail(to_side, e, from, to);
-                    }
-                }
+                ending.end_of_data(from, from_side, to, to_side).await;
                 return copied;
             }
             Ok(n) => n,

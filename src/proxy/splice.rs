@@ -16,7 +16,6 @@ use std::task::Poll;
 
 use super::registry::ConnGuard;
 use super::relay::{Ending, RelayOutcome, Side};
-use crate::net::endpoint::{is_benign_close_error, Endpoint};
 use crate::net::recv::{Batch, Receiver};
 use crate::net::TcpStream;
 
@@ -78,14 +77,7 @@ async fn pump(
             match rx.recv(&mut batch).await {
                 Ok(true) => {}
                 Ok(false) => {
-                    if ending.first_close.get().is_none() {
-                        ending.first_close.set(Some(from_side));
-                    }
-                    if let Err(e) = to.close_write().await {
-                        if !is_benign_close_error(&e) {
-                            ending.fail(to_side, e, from, to);
-                        }
-                    }
+                    ending.end_of_data(from, from_side, to, to_side).await;
                     return copied;
                 }
                 Err(e) => {
