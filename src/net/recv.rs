@@ -111,13 +111,6 @@ impl Batch {
         self.bytes == 0
     }
 
-    /// Appends bytes already read (a first read made elsewhere).
-    pub fn push_owned(&mut self, bytes: Vec<u8>) {
-        if !bytes.is_empty() {
-            self.push(Chunk::Owned(bytes));
-        }
-    }
-
     fn push(&mut self, chunk: Chunk) {
         self.bytes += chunk.len();
         self.chunks.push(chunk);

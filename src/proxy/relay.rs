@@ -133,42 +133,15 @@ pub async fn relay<C: Endpoint, S: Endpoint>(
     server: &S,
     guard: &ConnGuard,
 ) -> RelayOutcome {
-    relay_with(client, server, guard, Vec::new()).await
-}
-
-/// Like [`relay`], with `first` (bytes already read from the client) sent to the server first.
-pub async fn relay_with<C: Endpoint, S: Endpoint>(
-    client: &C,
-    server: &S,
-    guard: &ConnGuard,
-    first: Vec<u8>,
-) -> RelayOutcome {
     let ending = Ending::default();
     let (up, down) = tokio::join!(
-        pump(
-            client,
-            Side::Client,
-            server,
-            Side::Server,
-            guard,
-            &ending,
-            first
-        ),
-        pump(
-            server,
-            Side::Server,
-            client,
-            Side::Client,
-            guard,
-            &ending,
-            Vec::new()
-        ),
+        pump(client, Side::Client, server, Side::Server, guard, &ending),
+        pump(server, Side::Server, client, Side::Client, guard, &ending),
     );
     ending.outcome(up, down)
 }
 
-/// Copies `from` → `to` until a clean EOF or a failure; returns the bytes copied. `first` is
-/// written before anything is read.
+/// Copies `from` → `to` until a clean EOF or a failure; returns the bytes copied.
 async fn pump<R: Endpoint, W: Endpoint>(
     from: &R,
     from_side: Side,
@@ -176,7 +149,6 @@ async fn pump<R: Endpoint, W: Endpoint>(
     to_side: Side,
     guard: &ConnGuard,
     ending: &Ending,
-    first: Vec<u8>,
 ) -> u64 {
     let registry = guard.registry();
     let activity = guard.activity();
@@ -190,12 +162,8 @@ async fn pump<R: Endpoint, W: Endpoint>(
     let mut copied: u64 = 0;
     // True while data flows: the next read takes what is queued, without waiting.
     let mut eager = false;
-    let mut pending = (!first.is_empty()).then_some(first);
     loop {
-        let (res, buf) = if let Some(first) = pending.take() {
-            let n = first.len();
-            (Ok(n), first)
-        } else if eager {
+        let (res, buf) = if eager {
             let mut buf = bufs.for_burst();
             match from.try_read(&mut buf) {
                 Ok(None) => {
